@@ -1,0 +1,1 @@
+"""Classic baseline agents (UCB, Thompson sampling, LinUCB, ...) live here."""

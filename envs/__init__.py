@@ -1,0 +1,37 @@
+"""agentbench environments: multi-armed bandits, contextual bandits, tic-tac-toe.
+
+Importing this package registers every id with Gymnasium (see
+``registration.py`` for the naming scheme).
+"""
+
+from agentbench.envs.protocol import (
+    INFO_ACTION_LABEL,
+    INFO_LEGAL_ACTIONS,
+    TextEnv,
+    check_text_env,
+    format_transition,
+    text_env,
+)
+from agentbench.envs.registration import (
+    EnvPreset,
+    get_preset,
+    list_envs,
+    make,
+    make_vec,
+    register_env,
+)
+
+__all__ = [
+    "INFO_ACTION_LABEL",
+    "INFO_LEGAL_ACTIONS",
+    "EnvPreset",
+    "TextEnv",
+    "check_text_env",
+    "format_transition",
+    "get_preset",
+    "list_envs",
+    "make",
+    "make_vec",
+    "register_env",
+    "text_env",
+]

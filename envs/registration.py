@@ -1,0 +1,197 @@
+"""Every agentbench env id, registered with Gymnasium in one place.
+
+Naming scheme (stable; a changed behaviour bumps the version suffix):
+
+    agentbench/<Family>-<parameters...>-v<version>
+
+- ``agentbench/GaussianBandit-10arms-medium-button-v0``: family, arm count,
+  noise level (low / medium / high), label variant (button / continuous).
+- ``agentbench/BernoulliBandit-5arms-low-continuous-v0``: the same for Bernoulli.
+- ``agentbench/ContextualBandit-20arms-v0``: semi-synthetic contextual bandit.
+- ``agentbench/TicTacToe-minimax-v0``: tic-tac-toe against an opponent
+  (random, minimax, mcts, noisy-mcts).
+
+Each family also has a parametric id without parameters
+(``agentbench/GaussianBandit-v0``, ``agentbench/ContextualBandit-v0``,
+``agentbench/TicTacToe-v0``, ``agentbench/MovieLensBandit-v0``) that takes its
+settings as keyword arguments to ``gymnasium.make``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from agentbench.errors import ConfigError
+
+NAMESPACE = "agentbench"
+BANDIT_ARMS = (5, 10, 20)
+NOISE_LEVELS = ("low", "medium", "high")
+LABEL_VARIANTS = ("button", "continuous")
+TICTACTOE_OPPONENTS = ("random", "minimax", "mcts", "noisy-mcts")
+
+
+@dataclass(frozen=True)
+class EnvPreset:
+    """One registered id, with what ``agentbench envs`` shows about it."""
+
+    env_id: str
+    family: str
+    description: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    preset: bool = True  # False for the parametric ids that take kwargs
+
+
+_PRESETS: dict[str, EnvPreset] = {}
+
+
+def register_env(
+    env_id: str,
+    entry_point: str | Callable[..., gym.Env],
+    *,
+    family: str,
+    description: str,
+    kwargs: dict[str, Any] | None = None,
+    vector_entry_point: str | Callable[..., gym.vector.VectorEnv] | None = None,
+    preset: bool = True,
+) -> EnvPreset:
+    """Register an env with Gymnasium and list it in ``agentbench envs``.
+
+    This is how users add their own env: implement ``gymnasium.Env`` plus the
+    text protocol (:class:`agentbench.envs.TextEnv`), then call this with an id
+    such as ``"agentbench/MyEnv-v0"`` or ``"myorg/MyEnv-v0"``. Registering an id
+    twice replaces the earlier entry (and Gymnasium warns).
+    """
+    gym.register(
+        id=env_id,
+        entry_point=entry_point,
+        vector_entry_point=vector_entry_point,
+        kwargs=dict(kwargs or {}),
+    )
+    entry = EnvPreset(env_id, family, description, dict(kwargs or {}), preset)
+    _PRESETS[env_id] = entry
+    return entry
+
+
+def list_envs(include_parametric: bool = False) -> list[EnvPreset]:
+    """Registered agentbench envs in registration order."""
+    return [p for p in _PRESETS.values() if p.preset or include_parametric]
+
+
+def get_preset(env_id: str) -> EnvPreset:
+    """The registered entry for ``env_id``; ConfigError naming near matches if unknown."""
+    if env_id in _PRESETS:
+        return _PRESETS[env_id]
+    if env_id in gym.registry:  # registered with Gymnasium directly, not through us
+        return EnvPreset(env_id, "external", "registered outside agentbench")
+    raise ConfigError(_unknown_id_message(env_id))
+
+
+def _unknown_id_message(env_id: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(env_id, list(_PRESETS), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return (
+        f"unknown env id {env_id!r}: accepted ids are the {len(_PRESETS)} listed by "
+        f"`agentbench envs`{hint}"
+    )
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` with a clear ConfigError for an unknown id."""
+    get_preset(env_id)
+    return gym.make(env_id, **kwargs)
+
+
+def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec`` with a clear ConfigError for an unknown id.
+
+    Uses the env's native vector implementation when it has one (the
+    multi-armed bandits), Gymnasium's SyncVectorEnv otherwise.
+    """
+    get_preset(env_id)
+    if num_envs < 1:
+        raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
+    return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+
+
+def _register_builtin() -> None:
+    bandit = "agentbench.envs.bandits:MultiArmedBanditEnv"
+    bandit_vec = "agentbench.envs.bandits:MultiArmedBanditVectorEnv"
+    for distribution, family in (("gaussian", "GaussianBandit"), ("bernoulli", "BernoulliBandit")):
+        register_env(
+            f"{NAMESPACE}/{family}-v0",
+            bandit,
+            vector_entry_point=bandit_vec,
+            family="mab",
+            description=f"{distribution} bandit; set n_arms, noise, labels, horizon as kwargs",
+            kwargs={"distribution": distribution},
+            preset=False,
+        )
+        for n_arms in BANDIT_ARMS:
+            for noise in NOISE_LEVELS:
+                for labels in LABEL_VARIANTS:
+                    register_env(
+                        f"{NAMESPACE}/{family}-{n_arms}arms-{noise}-{labels}-v0",
+                        bandit,
+                        vector_entry_point=bandit_vec,
+                        family="mab",
+                        description=(
+                            f"{distribution} bandit, {n_arms} arms, {noise} noise, "
+                            f"{labels} labels, horizon 50"
+                        ),
+                        kwargs={
+                            "distribution": distribution,
+                            "n_arms": n_arms,
+                            "noise": noise,
+                            "labels": labels,
+                        },
+                    )
+
+    contextual = "agentbench.envs.contextual:ContextualBanditEnv"
+    register_env(
+        f"{NAMESPACE}/ContextualBandit-v0",
+        contextual,
+        family="cb",
+        description="semi-synthetic contextual bandit; set n_arms, horizon, rank as kwargs",
+        preset=False,
+    )
+    for n_arms in BANDIT_ARMS:
+        register_env(
+            f"{NAMESPACE}/ContextualBandit-{n_arms}arms-v0",
+            contextual,
+            family="cb",
+            description=f"semi-synthetic movie recommendation, {n_arms} movies, horizon 50",
+            kwargs={"n_arms": n_arms},
+        )
+    register_env(
+        f"{NAMESPACE}/MovieLensBandit-v0",
+        "agentbench.envs.contextual:make_movielens_env",
+        family="cb",
+        description="contextual bandit from a MovieLens ratings file; needs ratings_path=...",
+        preset=False,
+    )
+
+    tictactoe = "agentbench.envs.tictactoe:TicTacToeEnv"
+    register_env(
+        f"{NAMESPACE}/TicTacToe-v0",
+        tictactoe,
+        family="tictactoe",
+        description="tic-tac-toe; set opponent, agent_side, mcts_simulations as kwargs",
+        preset=False,
+    )
+    for opponent in TICTACTOE_OPPONENTS:
+        register_env(
+            f"{NAMESPACE}/TicTacToe-{opponent}-v0",
+            tictactoe,
+            family="tictactoe",
+            description=f"tic-tac-toe against a {opponent} opponent, agent plays X",
+            kwargs={"opponent": opponent},
+        )
+
+
+_register_builtin()
