@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
-from agentbench.envs import list_envs, make, text_env
+from agentbench.baselines import AGENT_NAMES, make_agent
+from agentbench.envs import list_envs
 from agentbench.errors import AgentbenchError
-
-# Until the suites and agents of the runner exist, `agentbench run` plays one env
-# of each family with a uniformly random policy.
-DEFAULT_ENVS = (
-    "agentbench/GaussianBandit-10arms-medium-button-v0",
-    "agentbench/BernoulliBandit-10arms-medium-button-v0",
-    "agentbench/ContextualBandit-10arms-v0",
-    "agentbench/TicTacToe-random-v0",
-)
+from agentbench.suite import agent_label, builtin_suites, load_suite, run_suite
+from agentbench.tables import comparison_tables
 
 
 def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
@@ -42,38 +36,62 @@ def _cmd_envs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _play_random(env_id: str, seed: int) -> tuple[float, float]:
-    """One episode with a uniformly random legal action: (return, summed regret)."""
-    env = make(env_id)
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    view = text_env(env)
-    total, regret, done = 0.0, 0.0, False
-    while not done:
-        action = int(rng.choice(view.legal_actions()))
-        _, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        regret += float(info.get("regret", 0.0))
-        done = terminated or truncated
-    env.close()
-    return total, regret
+def _cmd_suites(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="built-in suites (agentbench run NAME)")
+    for column in ("name", "envs", "agents", "episodes", "file"):
+        table.add_column(column)
+    for name, path in sorted(builtin_suites().items()):
+        suite = load_suite(name)
+        agents = ", ".join(agent_label(a) for a in suite.agents)
+        table.add_row(name, str(len(suite.env_ids)), agents, str(suite.episodes), str(path))
+    console.print(table)
+    return 0
+
+
+def _cmd_agents(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="agents (agentbench run --agent NAME)")
+    table.add_column("name")
+    table.add_column("families")
+    for name in AGENT_NAMES:
+        agent = make_agent(name)
+        families = [f for f in ("mab", "cb", "tictactoe") if agent.supports(f)]
+        table.add_row(name, ", ".join(families))
+    console.print(table)
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    env_ids = args.env or list(DEFAULT_ENVS)
-    seeds = range(args.seed, args.seed + args.episodes)
-    table = Table(title=f"uniform random policy, {args.episodes} episodes per env")
-    table.add_column("env", no_wrap=True)
-    table.add_column("mean return", justify="right")
-    table.add_column("mean regret", justify="right")
-    for env_id in env_ids:
-        results = [
-            _play_random(env_id, seed)
-            for seed in tqdm(seeds, desc=env_id.split("/")[-1], leave=False)
-        ]
-        returns, regrets = np.array(results).T
-        table.add_row(env_id, f"{returns.mean():.3f}", f"{regrets.mean():.3f}")
-    console.print(table)
+    suite = load_suite(args.suite)
+    if args.agent:
+        suite.agents = [{"name": name} for name in args.agent]
+    if args.env:
+        suite.env_ids = list(args.env)
+    for option in ("episodes", "seed", "num_envs"):
+        if getattr(args, option) is not None:
+            setattr(suite, option, getattr(args, option))
+    suite.validate()
+    out_dir = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    started = time.perf_counter()
+    result = run_suite(suite, out_dir, make_agent, progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
+    order = [agent_label(spec) for spec in suite.agents]
+    for title, header, rows in comparison_tables(result.metrics, order):
+        table = Table(title=title)
+        for column in header:
+            table.add_column(column, no_wrap=column == header[0])
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    resumed = len(result.episodes) - result.played
+    console.print(
+        f"{result.played} episodes played"
+        + (f", {resumed} resumed from disk" if resumed else "")
+        + f" in {elapsed:.1f} s; run directory: {out_dir}"
+    )
     return 0
 
 
@@ -89,17 +107,36 @@ def build_parser() -> argparse.ArgumentParser:
     envs.add_argument("--family", choices=["mab", "cb", "tictactoe"], help="only this family")
     envs.set_defaults(func=_cmd_envs)
 
-    run = sub.add_parser("run", help="run the benchmark suite")
-    run.add_argument("--env", action="append", help="env id to play (repeatable)")
-    run.add_argument("--episodes", type=int, default=64, help="episodes per env (default 64)")
-    run.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
+    suites = sub.add_parser("suites", help="list the built-in suites")
+    suites.set_defaults(func=_cmd_suites)
+
+    agents = sub.add_parser("agents", help="list the agents that can be named in a suite")
+    agents.set_defaults(func=_cmd_agents)
+
+    run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
+    run.add_argument(
+        "suite",
+        nargs="?",
+        default="default",
+        help="built-in suite name or TOML file (default: default)",
+    )
+    run.add_argument(
+        "--agent", action="append", help="agent name, replaces the suite's (repeatable)"
+    )
+    run.add_argument("--env", action="append", help="env id, replaces the suite's (repeatable)")
+    run.add_argument("--episodes", type=int, help="episodes per (agent, env)")
+    run.add_argument("--seed", type=int, help="first episode seed")
+    run.add_argument("--num-envs", type=int, help="envs played at once (default 64)")
+    run.add_argument("--out", help="run directory (default runs/SUITE-TIME); resumes if it exists")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Wide tables (one column per agent) should not be cut to 80 columns in a pipe or log.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         return args.func(args, console)
     except AgentbenchError as error:

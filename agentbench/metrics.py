@@ -214,19 +214,26 @@ def greedy_actions(means: np.ndarray) -> set[int]:
 def episode_greedy_fraction(episode: Episode) -> float:
     """Share of steps whose action was greedy with respect to the earlier steps.
 
-    Steps before any action was tried are left out; NaN when no step is left.
+    Steps before any action was tried are left out (only the first); NaN when no
+    step is left. Vectorised over steps: cumulative counts and sums before each
+    step, then :func:`greedy_actions`' test (tried, and tied with the best mean).
     """
-    counts = np.zeros(episode.n_actions, dtype=int)
-    sums = np.zeros(episode.n_actions)
-    greedy = 0
-    eligible = 0
-    for step in episode.steps:
-        if counts.any():  # the first step has nothing tried before it
-            eligible += 1
-            greedy += step.action in greedy_actions(_means(counts, sums))
-        counts[step.action] += 1
-        sums[step.action] += step.reward
-    return greedy / eligible if eligible else math.nan
+    n_steps = len(episode.steps)
+    if n_steps < 2:
+        return math.nan
+    actions = np.array([step.action for step in episode.steps])
+    rewards = np.array([step.reward for step in episode.steps], dtype=float)
+    pulls = np.zeros((n_steps, episode.n_actions))
+    pulls[np.arange(n_steps), actions] = 1.0
+    counts = np.cumsum(pulls, axis=0)[:-1]  # row i: before step i + 2
+    sums = np.cumsum(pulls * rewards[:, None], axis=0)[:-1]
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+    rows, chosen = np.arange(n_steps - 1), actions[1:]
+    best = means.max(axis=1)
+    greedy = (counts[rows, chosen] > 0) & np.isclose(
+        means[rows, chosen], best, rtol=1e-9, atol=1e-12
+    )
+    return float(greedy.mean())
 
 
 def suffix_start(horizon: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,31 @@ class Episode:
         return float(sum(step.reward for step in self.steps))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), default=_jsonable, separators=(",", ":"))
+        data = asdict(self)
+        data["steps"] = [_compact_step(step) for step in data["steps"]]
+        return json.dumps(data, default=_jsonable, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Episode:
         data = dict(data)
         data["steps"] = [Step(**step) for step in data.get("steps", [])]
         return cls(**data)
+
+
+_STEP_DEFAULTS = {
+    name: f.default for name, f in Step.__dataclass_fields__.items() if f.default is not MISSING
+}
+
+
+def _compact_step(step: dict[str, Any]) -> dict[str, Any]:
+    """A step without the fields that hold their default (a full grid run is ~3x smaller)."""
+    return {
+        key: value
+        for key, value in step.items()
+        if key not in _STEP_DEFAULTS
+        or value != _STEP_DEFAULTS[key]
+        or type(value) is not type(_STEP_DEFAULTS[key])
+    }
 
 
 def _jsonable(value: Any) -> Any:

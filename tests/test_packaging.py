@@ -14,7 +14,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Top-level source folder -> the package it installs as (pyproject's package-dir).
-SOURCE_ROOTS = {"agentbench": "agentbench", "envs": "agentbench.envs", "baselines": "agentbench.baselines"}
+SOURCE_ROOTS = {
+    "agentbench": "agentbench",
+    "envs": "agentbench.envs",
+    "baselines": "agentbench.baselines",
+}
 
 
 def _source_packages() -> list[str]:

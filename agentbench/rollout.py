@@ -1,0 +1,156 @@
+"""The one loop that plays an agent against a batch of envs.
+
+Up to ``num_envs`` episodes run at once; each decision step asks the agent
+for all live envs in one call (an LLM agent batches its generation). When an
+episode ends, its slot starts the next seed, so episodes of different lengths
+(tic-tac-toe) keep the batch full. Every random draw is seeded from the
+episode's seed, never from the batch composition: the same seed gives the
+same episode whatever ``num_envs`` is.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agentbench.agent.interface import Agent, Turn
+from agentbench.envs import get_preset, make, text_env
+from agentbench.envs.protocol import TextEnv
+from agentbench.records import Episode, Step, to_jsonable
+from agentbench.shaping import INVALID_ACTION_PENALTY
+
+# Independent random streams derived from an episode seed.
+_AGENT_STREAM = 1  # the agent's own draws (random baseline, epsilon, sampling)
+_FALLBACK_STREAM = 2  # the random legal action that replaces an invalid answer
+
+
+def agent_rng(seed: int) -> np.random.Generator:
+    """The agent's generator for the episode with this seed."""
+    return np.random.default_rng([seed, _AGENT_STREAM])
+
+
+@dataclass
+class _Slot:
+    env: gym.Env
+    view: TextEnv
+    episode: Episode
+    observation: Any
+    info: dict[str, Any]
+    rng: np.random.Generator
+    fallback: np.random.Generator
+
+
+def rollout(
+    agent: Agent,
+    env_id: str,
+    seeds: Iterable[int],
+    *,
+    num_envs: int = 64,
+    env_kwargs: dict[str, Any] | None = None,
+    on_episode: Callable[[Episode], None] | None = None,
+) -> list[Episode]:
+    """Play one episode per seed and return the episodes in the order they finished."""
+    env_kwargs = dict(env_kwargs or {})
+    family = get_preset(env_id).family
+    pending = deque(int(seed) for seed in seeds)
+    envs = [make(env_id, **env_kwargs) for _ in range(min(num_envs, len(pending)))]
+    slots: list[_Slot] = [_start(env, env_id, env_kwargs, family, agent, pending.popleft())
+                          for env in envs]  # fmt: skip
+    finished: list[Episode] = []
+    while slots:
+        turns = [
+            Turn(slot.view, env_id, slot.observation, slot.info, slot.episode.steps, slot.rng)
+            for slot in slots
+        ]
+        decisions = agent.act(turns)
+        if len(decisions) != len(turns):
+            raise RuntimeError(
+                f"agent {agent.name!r} returned {len(decisions)} decisions for {len(turns)} turns"
+            )
+        still_live: list[_Slot] = []
+        for slot, decision in zip(slots, decisions, strict=True):
+            done = _advance(slot, decision.action, decision.text)
+            if not done:
+                still_live.append(slot)
+                continue
+            finished.append(slot.episode)
+            if on_episode is not None:
+                on_episode(slot.episode)
+            if pending:
+                still_live.append(_start(slot.env, env_id, env_kwargs, family, agent,
+                                         pending.popleft()))  # fmt: skip
+            else:
+                slot.env.close()
+        slots = still_live
+    return finished
+
+
+def _start(
+    env: gym.Env, env_id: str, env_kwargs: dict[str, Any], family: str, agent: Agent, seed: int
+) -> _Slot:
+    observation, info = env.reset(seed=seed)
+    view = text_env(env)
+    episode = Episode(
+        agent=agent.name,
+        env_id=env_id,
+        seed=seed,
+        n_actions=int(env.action_space.n),
+        action_labels=list(view.action_labels()),
+        env_kwargs=to_jsonable(env_kwargs),
+        family=family,
+    )
+    fallback = np.random.default_rng([seed, _FALLBACK_STREAM])
+    return _Slot(env, view, episode, observation, info, agent_rng(seed), fallback)
+
+
+def _advance(slot: _Slot, proposed: int | None, text: str) -> bool:
+    """Execute one decision in the slot's env and record the step; True when the episode ended."""
+    legal = slot.view.legal_actions()
+    valid = proposed is not None and proposed in legal
+    action = int(proposed) if valid else int(slot.fallback.choice(legal))
+    in_space = proposed is not None and 0 <= proposed < slot.episode.n_actions
+    state = slot.view.state_text()
+    observation, reward, terminated, truncated, info = slot.env.step(action)
+    executed = int(info.get("executed_action", action))
+    slot.episode.steps.append(
+        Step(
+            t=len(slot.episode.steps) + 1,
+            action=executed,
+            label=slot.episode.action_labels[executed],
+            reward=float(reward),
+            valid=valid,
+            # a real action of the env that the current state forbids
+            illegal=bool(info.get("illegal", False)) or (in_space and not valid),
+            proposed=None if proposed is None else int(proposed),
+            shaping=0.0 if valid else INVALID_ACTION_PENALTY,
+            expected_reward=_maybe_float(info.get("expected_reward")),
+            optimal_action=_maybe_int(info.get("optimal_action")),
+            regret=_maybe_float(info.get("regret")),
+            state=state,
+            observation=to_jsonable(slot.observation),
+            text=text,
+        )
+    )
+    slot.observation, slot.info = observation, info
+    if terminated or truncated:
+        slot.episode.outcome = info.get("outcome")
+        return True
+    return False
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _maybe_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def play(agent: Agent, env_id: str, seeds: Sequence[int], **kwargs: Any) -> list[Episode]:
+    """:func:`rollout`, with the episodes sorted by seed."""
+    return sorted(rollout(agent, env_id, seeds, **kwargs), key=lambda ep: ep.seed)

@@ -1,0 +1,261 @@
+"""Named suites (env ids x seeds x agents) and the runner that plays them.
+
+A suite is a TOML file (see ``agentbench/suites/*.toml``; copy one to make
+your own). The runner writes a run directory:
+
+    config.json     the resolved suite, agents, seeds and package versions
+    episodes.jsonl  one line per finished episode, appended and flushed
+    metrics.json    per (agent, env) metrics with 95% confidence intervals
+    summary.md      the comparison tables
+
+Running again into the same directory resumes: episodes already on disk are
+skipped and only the missing seeds are played, so an interrupted run loses
+nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import platform
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from agentbench.agent.interface import Agent
+from agentbench.envs import get_preset, list_envs
+from agentbench.errors import ConfigError
+from agentbench.records import Episode, EpisodeWriter, read_episodes
+from agentbench.rollout import rollout
+
+SUITE_DIR = "suites"
+CONFIG_FILE = "config.json"
+EPISODES_FILE = "episodes.jsonl"
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.md"
+
+
+@dataclass
+class Suite:
+    """What to run: env ids, agents, and the seeds of the episodes."""
+
+    name: str
+    env_ids: list[str]
+    agents: list[dict[str, Any]]  # each {"name": ..., **agent kwargs}
+    episodes: int = 64  # episodes per (agent, env); seeds seed .. seed + episodes - 1
+    seed: int = 0
+    num_envs: int = 64  # envs played at once (the published setup uses 64)
+    description: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.episodes))
+
+    def validate(self) -> Suite:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
+        if self.num_envs < 1:
+            raise ConfigError(f"num_envs must be at least 1, got {self.num_envs}")
+        if not self.env_ids:
+            raise ConfigError(f"suite {self.name!r} selects no envs")
+        if not self.agents:
+            raise ConfigError(f"suite {self.name!r} names no agents")
+        for env_id in self.env_ids:
+            get_preset(env_id)  # ConfigError for an unknown id
+        return self
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Built-in suite names and their TOML files."""
+    folder = resources.files("agentbench") / SUITE_DIR
+    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
+            if str(entry).endswith(".toml")}  # fmt: skip
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name ('default', 'full', ...) or a suite TOML file by path."""
+    suites = builtin_suites()
+    path = suites.get(name_or_path, Path(name_or_path))
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown suite {name_or_path!r}: give a TOML file path or one of "
+            f"{', '.join(sorted(suites))}"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"suite file {path} is not valid TOML: {error}") from None
+    return suite_from_dict(data, default_name=path.stem)
+
+
+_SUITE_KEYS = {"name", "description", "episodes", "seed", "num_envs", "agents", "envs"}
+
+
+def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite:
+    unknown = set(data) - _SUITE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown suite keys {sorted(unknown)}: accepted are {sorted(_SUITE_KEYS)}"
+        )
+    env_ids: list[str] = []
+    for entry in data.get("envs", []):
+        for env_id in _select_envs(entry):
+            if env_id not in env_ids:
+                env_ids.append(env_id)
+    agents = [_agent_spec(entry) for entry in data.get("agents", [])]
+    suite = Suite(
+        name=str(data.get("name", default_name)),
+        description=str(data.get("description", "")),
+        env_ids=env_ids,
+        agents=agents,
+        episodes=int(data.get("episodes", 64)),
+        seed=int(data.get("seed", 0)),
+        num_envs=int(data.get("num_envs", 64)),
+    )
+    return suite.validate()
+
+
+def _select_envs(entry: dict[str, Any] | str) -> list[str]:
+    if isinstance(entry, str):
+        entry = {"id": entry}
+    if "id" in entry:
+        return [str(entry["id"])]
+    if "pattern" in entry:
+        matched = [p.env_id for p in list_envs() if fnmatch.fnmatchcase(p.env_id, entry["pattern"])]
+        if not matched:
+            raise ConfigError(
+                f"env pattern {entry['pattern']!r} matches no registered id (see `agentbench envs`)"
+            )
+        return matched
+    raise ConfigError(f"an [[envs]] entry needs 'id' or 'pattern', got {entry!r}")
+
+
+def _agent_spec(entry: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"name": entry}
+    if "name" not in entry:
+        raise ConfigError(f"an agents entry needs a 'name', got {entry!r}")
+    return dict(entry)
+
+
+def agent_label(spec: dict[str, Any]) -> str:
+    """The name an agent's episodes are recorded under: its name, plus any settings."""
+    settings = [f"{key}={value}" for key, value in spec.items() if key != "name"]
+    return spec["name"] + (f"({','.join(settings)})" if settings else "")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    episodes: list[Episode]
+    metrics: list[dict[str, Any]]
+    played: int  # episodes played by this call (the rest were resumed from disk)
+    skipped_pairs: list[tuple[str, str]] = field(default_factory=list)  # (agent, env) unsupported
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("agentbench", "gymnasium", "numpy", "scipy", "pettingzoo", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def run_suite(
+    suite: Suite,
+    out_dir: str | Path,
+    make_agent: Callable[..., Agent],
+    *,
+    progress: bool = True,
+) -> RunResult:
+    """Play every (agent, env) pair of the suite into ``out_dir``, resuming what is there."""
+    from agentbench.metrics import summarize_run  # metrics pulls in scipy; import when used
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {"suite": asdict(suite), "seeds": suite.seeds}
+    config_path = out_dir / CONFIG_FILE
+    if config_path.exists():
+        previous = json.loads(config_path.read_text(encoding="utf-8"))
+        if {k: previous.get(k) for k in resolved} != resolved:
+            raise ConfigError(
+                f"{out_dir} holds a run of a different suite or settings; resume it with "
+                f"the same settings or choose another output directory"
+            )
+    _write_atomic(config_path, json.dumps({**resolved, "versions": _versions()}, indent=2))
+
+    episodes_path = out_dir / EPISODES_FILE
+    done = {ep.key for ep in read_episodes(episodes_path)} if episodes_path.exists() else set()
+    agents = [(agent_label(spec), make_agent(**spec)) for spec in suite.agents]
+    pairs, skipped = [], []
+    for env_id in suite.env_ids:
+        family = get_preset(env_id).family
+        for label, agent in agents:
+            (pairs if agent.supports(family) else skipped).append((label, agent, env_id))
+    total = sum(1 for label, _, env_id in pairs for seed in suite.seeds
+                if (label, env_id, seed) not in done)  # fmt: skip
+
+    bar = _progress_bar(total, suite.name, enabled=progress)
+    played = 0
+    with EpisodeWriter(episodes_path) as writer:
+        for label, agent, env_id in pairs:
+            agent.name = label
+            missing = [seed for seed in suite.seeds if (label, env_id, seed) not in done]
+            if not missing:
+                continue
+            bar.set_postfix_str(f"{label} on {env_id.split('/')[-1]}")
+
+            def record(episode: Episode) -> None:
+                nonlocal played
+                writer.write(episode)
+                played += 1
+                bar.update(1)
+
+            rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record)
+    bar.close()
+
+    episodes = sorted(read_episodes(episodes_path), key=lambda ep: ep.key)
+    metrics = summarize_run(episodes)
+    _write_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=1))
+    _write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
+    return RunResult(out_dir, episodes, metrics, played,
+                     [(label, env_id) for label, _, env_id in skipped])  # fmt: skip
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"suite {name}", unit="ep", disable=not enabled, leave=False)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summary_markdown(suite: Suite, metrics: Sequence[dict[str, Any]]) -> str:
+    """The comparison tables (one per env family) as Markdown."""
+    from agentbench.tables import comparison_tables
+
+    lines = [f"# Suite `{suite.name}`", ""]
+    if suite.description:
+        lines += [suite.description, ""]
+    lines += [
+        f"{suite.episodes} episodes per agent and env (seeds {suite.seed}.."
+        f"{suite.seed + suite.episodes - 1}); mean [95% CI] over episodes.",
+        "",
+    ]
+    for title, header, rows in comparison_tables(metrics, [agent_label(a) for a in suite.agents]):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]  # fmt: skip
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)

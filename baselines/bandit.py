@@ -1,0 +1,319 @@
+"""Classic multi-armed bandit agents: UCB, Thompson sampling, epsilon-greedy, greedy, random.
+
+Every agent is stateless: at each decision it recomputes the per-arm pull
+counts and reward sums from ``turn.history`` (numpy ``bincount``, cheap for
+horizon 50) and draws randomness only from ``turn.rng``, the episode's own
+generator. So the same seed gives the same episode whatever the batch, and the
+analysers can replay any logged history through the same functions.
+
+Ties are broken uniformly at random with ``turn.rng``. In particular "untried
+arms first" picks uniformly AMONG the untried arms rather than the lowest
+index: every untried arm has UCB value +inf, so this is plain tie-breaking,
+and it avoids a bias towards the first labels (blue, green, ...) that would
+show up in the coverage and frequency analyses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentbench.agent.interface import Decision, Turn
+from agentbench.envs.bandits import GAUSSIAN_NOISE_STD
+from agentbench.errors import ConfigError
+from agentbench.records import Step
+
+# The reference UCB constant: mean + sqrt(c ln t / n) with c = 2 is UCB1
+# (Auer, Cesa-Bianchi & Fischer, 2002), the formula of SPEC.md section 4.
+DEFAULT_UCB_C = 2.0
+DEFAULT_EPSILON = 0.1  # SPEC.md 2: the epsilon of the epsilon-greedy mechanism
+
+# A UCB formula: (counts, sums, t) -> one value per arm, +inf for untried arms.
+UCBFormula = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+# -- statistics shared by the agents and the analysers ------------------------------
+def arm_statistics(history: Sequence[Step], n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pull counts (int64) and reward sums (float64) per arm over ``history``.
+
+    Uses the executed action of each step (``Step.action``), which is what the
+    env paid for, even when the agent's own answer was invalid.
+    """
+    n = len(history)
+    actions = np.fromiter((step.action for step in history), dtype=np.int64, count=n)
+    rewards = np.fromiter((step.reward for step in history), dtype=np.float64, count=n)
+    counts = np.bincount(actions, minlength=n_arms)
+    sums = np.bincount(actions, weights=rewards, minlength=n_arms)
+    return counts, sums
+
+
+def empirical_means(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Mean reward per arm; NaN for arms never pulled (no estimate, not zero)."""
+    counts = np.asarray(counts)
+    means = np.full(counts.shape, np.nan)
+    tried = counts > 0
+    means[tried] = np.asarray(sums)[tried] / counts[tried]
+    return means
+
+
+def ucb_values(
+    counts: np.ndarray, sums: np.ndarray, t: int, c: float = DEFAULT_UCB_C
+) -> np.ndarray:
+    """UCB value of every arm: ``mean + sqrt(c * ln t / n)``, +inf for untried arms.
+
+    ``t`` is the number of steps taken so far (``len(history)``), ``n`` the
+    arm's pull count. With the default ``c = 2`` this is UCB1, the reference of
+    SPEC.md section 4; this function is the one place the formula lives, and
+    the knowing-doing analysis imports it to recompute the true values.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    sums = np.asarray(sums, dtype=np.float64)
+    values = np.full(counts.shape, np.inf)
+    tried = counts > 0
+    # ln t >= 0: once every arm is tried t >= n_arms >= 1; max() guards t = 0 calls.
+    log_t = math.log(max(int(t), 1))
+    values[tried] = sums[tried] / counts[tried] + np.sqrt(c * log_t / counts[tried])
+    return values
+
+
+def argmax_random_tie(values: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of the largest value, uniformly at random among exact ties.
+
+    Exact ties are common (untried arms at +inf, Bernoulli means like 1/1), and
+    always picking the first would bias agents towards the first labels.
+    """
+    values = np.asarray(values)
+    best = np.flatnonzero(values == values.max())
+    if len(best) == 1:
+        return int(best[0])
+    return int(best[rng.integers(len(best))])
+
+
+def greedy_action(counts: np.ndarray, sums: np.ndarray, rng: np.random.Generator) -> int:
+    """Best empirical mean among tried arms; a random untried arm if none is tried."""
+    means = empirical_means(counts, sums)
+    if np.isnan(means).all():
+        return int(rng.integers(len(means)))
+    return argmax_random_tie(np.where(np.isnan(means), -np.inf, means), rng)
+
+
+def _n_arms(turn: Turn) -> int:
+    return len(turn.env.action_labels())
+
+
+# -- agents ----------------------------------------------------------------------------
+_BANDIT_FAMILIES = frozenset({"mab", "cb"})  # context-free agents also run on the cb envs
+
+
+@dataclass
+class UCBAgent:
+    """UCB (Auer et al., 2002): untried arms first, then argmax of the UCB values.
+
+    ``c`` is either the constant of :func:`ucb_values` or a whole formula
+    ``(counts, sums, t) -> values``; the default is SPEC.md's reference
+    ``mean + sqrt(2 ln t / n)``. On contextual bandits it ignores the context,
+    which makes it the context-free reference there.
+    """
+
+    c: float | UCBFormula = DEFAULT_UCB_C
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not callable(self.c) and (not _is_number(self.c) or self.c < 0):
+            raise ConfigError(f"UCB c must be a number >= 0 or a callable, got {self.c!r}")
+        if not self.name:
+            if callable(self.c):
+                self.name = f"ucb({getattr(self.c, '__name__', 'custom')})"
+            else:
+                self.name = "ucb" if self.c == DEFAULT_UCB_C else f"ucb(c={self.c:g})"
+
+    def values(self, counts: np.ndarray, sums: np.ndarray, t: int) -> np.ndarray:
+        """The UCB values this agent maximises."""
+        if callable(self.c):
+            return np.asarray(self.c(counts, sums, t), dtype=np.float64)
+        return ucb_values(counts, sums, t, float(self.c))
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = []
+        for turn in turns:
+            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+            values = self.values(counts, sums, len(turn.history))
+            decisions.append(Decision(argmax_random_tie(values, turn.rng)))
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return family in _BANDIT_FAMILIES
+
+
+@dataclass(frozen=True)
+class GaussianPosterior:
+    """Normal prior on each arm mean, Gaussian rewards with known noise (conjugate).
+
+    The default prior N(0.5, 1) covers the U(0, 1) arm means of SPEC.md 1.1
+    loosely, so the data dominates after a few pulls.
+    """
+
+    prior_mean: float = 0.5
+    prior_std: float = 1.0
+    noise_std: float = 1.0
+
+    def parameters(self, counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of each arm's mean."""
+        prior_precision = 1.0 / self.prior_std**2
+        noise_precision = 1.0 / self.noise_std**2
+        precision = prior_precision + np.asarray(counts) * noise_precision
+        mean = (prior_precision * self.prior_mean + np.asarray(sums) * noise_precision) / precision
+        return mean, 1.0 / np.sqrt(precision)
+
+    def sample(self, counts: np.ndarray, sums: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw of every arm's mean from its posterior."""
+        mean, std = self.parameters(counts, sums)
+        return mean + std * rng.standard_normal(len(mean))
+
+
+@dataclass(frozen=True)
+class BetaPosterior:
+    """Beta prior on each arm's success probability, Bernoulli rewards (conjugate)."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+
+    def parameters(self, counts: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior Beta parameters (alpha + successes, beta + failures) of each arm."""
+        counts, sums = np.asarray(counts, dtype=np.float64), np.asarray(sums, dtype=np.float64)
+        return self.alpha + sums, self.beta + (counts - sums)
+
+    def sample(self, counts: np.ndarray, sums: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw of every arm's success probability from its posterior."""
+        a, b = self.parameters(counts, sums)
+        return rng.beta(a, b)
+
+
+Posterior = GaussianPosterior | BetaPosterior
+
+
+def bandit_posterior(env: object) -> Posterior:
+    """The conjugate model matching ``env``'s reward distribution.
+
+    Bernoulli bandits get Beta(1, 1); Gaussian bandits a Normal posterior with
+    the env's true noise level (known-variance Thompson sampling). An env that
+    does not describe itself (no ``spec_params``) gets the default Gaussian
+    model with unit noise.
+    """
+    params = getattr(env, "spec_params", None)
+    distribution = getattr(params, "distribution", None)
+    if distribution == "bernoulli":
+        return BetaPosterior()
+    noise = getattr(params, "noise", None)
+    if distribution == "gaussian" and noise in GAUSSIAN_NOISE_STD:
+        return GaussianPosterior(noise_std=GAUSSIAN_NOISE_STD[noise])
+    return GaussianPosterior()
+
+
+@dataclass
+class ThompsonSamplingAgent:
+    """Thompson sampling: play the arm whose posterior draw is largest.
+
+    The model is chosen per env by :func:`bandit_posterior` (Beta on Bernoulli,
+    Normal on Gaussian), unless ``posterior`` fixes one.
+    """
+
+    posterior: Posterior | None = None
+    name: str = "thompson"
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = []
+        for turn in turns:
+            model = self.posterior or bandit_posterior(turn.env)
+            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+            draws = model.sample(counts, sums, turn.rng)
+            decisions.append(Decision(argmax_random_tie(draws, turn.rng)))
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return family == "mab"
+
+
+@dataclass
+class EpsilonGreedyAgent:
+    """With probability epsilon a uniformly random arm, else the best empirical mean.
+
+    No "untried arms first": untried arms are reached only by exploration (or
+    when nothing is tried yet, by a random first pull), which is the classic
+    algorithm and the LLM exploration mechanism of SPEC.md 2.
+    """
+
+    epsilon: float = DEFAULT_EPSILON
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.epsilon) or not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"epsilon must be a probability in [0, 1], got {self.epsilon!r}")
+        if not self.name:
+            default = self.epsilon == DEFAULT_EPSILON
+            self.name = "epsilon-greedy" if default else f"epsilon-greedy(epsilon={self.epsilon:g})"
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = []
+        for turn in turns:
+            # One uniform draw per step whatever epsilon is, so the stream stays aligned.
+            if turn.rng.random() < self.epsilon:
+                legal = turn.env.legal_actions()
+                decisions.append(Decision(int(legal[turn.rng.integers(len(legal))])))
+                continue
+            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+            decisions.append(Decision(greedy_action(counts, sums, turn.rng)))
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return family in _BANDIT_FAMILIES
+
+
+@dataclass
+class GreedyAgent:
+    """Pull every arm once (in random order), then always the best empirical mean.
+
+    The pure-exploitation reference: the failure mode (locking onto an arm
+    that looked good once) that the greedy-fraction and suffix-failure metrics
+    measure in LLM agents.
+    """
+
+    name: str = "greedy"
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = []
+        for turn in turns:
+            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+            untried = np.flatnonzero(counts == 0)
+            if len(untried):
+                decisions.append(Decision(int(untried[turn.rng.integers(len(untried))])))
+            else:
+                decisions.append(Decision(greedy_action(counts, sums, turn.rng)))
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return family in _BANDIT_FAMILIES
+
+
+@dataclass
+class RandomAgent:
+    """A uniformly random legal action: the lower reference on every env family."""
+
+    name: str = "random"
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = []
+        for turn in turns:
+            legal = turn.env.legal_actions()
+            decisions.append(Decision(int(legal[turn.rng.integers(len(legal))])))
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return True  # needs nothing but legal_actions()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
