@@ -63,6 +63,8 @@ def test_wheel_contains_and_imports_every_subpackage(tmp_path: Path) -> None:
         "    assert module.__file__.startswith(site), (name, module.__file__)\n"
         "import agentbench\n"
         "assert len(agentbench.envs.list_envs()) > 0\n"
+        "from agentbench.suite import load_suite\n"
+        "assert len(load_suite('full').env_ids) == 43  # suite TOMLs are package data\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, *packages],
