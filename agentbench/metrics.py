@@ -184,19 +184,28 @@ def episode_coverage(episode: Episode) -> np.ndarray:
     return coverage
 
 
-def empirical_means(steps: Sequence[Step], n_actions: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pull counts and mean rewards per action over these steps (NaN mean: never tried)."""
-    counts = np.zeros(n_actions, dtype=int)
-    sums = np.zeros(n_actions)
-    for step in steps:
-        counts[step.action] += 1
-        sums[step.action] += step.reward
-    return counts, _means(counts, sums)
+def arm_statistics(history: Sequence[Step], n_arms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pull counts (int64) and reward sums (float64) per arm over ``history``.
+
+    Uses the executed action of each step (``Step.action``), which is what the
+    env paid for, even when the agent's own answer was invalid. The baselines
+    and the analysers share this (and :func:`empirical_means`).
+    """
+    n = len(history)
+    actions = np.fromiter((step.action for step in history), dtype=np.int64, count=n)
+    rewards = np.fromiter((step.reward for step in history), dtype=np.float64, count=n)
+    counts = np.bincount(actions, minlength=n_arms)
+    sums = np.bincount(actions, weights=rewards, minlength=n_arms)
+    return counts, sums
 
 
-def _means(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """Mean reward per action, NaN where the action was never tried."""
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+def empirical_means(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Mean reward per arm; NaN for arms never pulled (no estimate, not zero)."""
+    counts = np.asarray(counts)
+    means = np.full(counts.shape, np.nan)
+    tried = counts > 0
+    means[tried] = np.asarray(sums)[tried] / counts[tried]
+    return means
 
 
 def greedy_actions(means: np.ndarray) -> set[int]:
@@ -264,7 +273,7 @@ def episode_k_minfrac(episode: Episode) -> float:
     horizon = len(episode.steps)
     if horizon == 0:
         return math.nan
-    counts, _ = empirical_means(episode.steps, episode.n_actions)
+    counts, _ = arm_statistics(episode.steps, episode.n_actions)
     return float(episode.n_actions * counts.min() / horizon)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from agentbench.agent.interface import Decision, Turn
 from agentbench.envs.bandits import GAUSSIAN_NOISE_STD
 from agentbench.errors import ConfigError
-from agentbench.records import Step
+from agentbench.metrics import arm_statistics, empirical_means
 
 # The reference UCB constant: mean + sqrt(c ln t / n) with c = 2 is UCB1
 # (Auer, Cesa-Bianchi & Fischer, 2002), the formula of SPEC.md section 4.
@@ -33,30 +33,6 @@ DEFAULT_EPSILON = 0.1  # SPEC.md 2: the epsilon of the epsilon-greedy mechanism
 
 # A UCB formula: (counts, sums, t) -> one value per arm, +inf for untried arms.
 UCBFormula = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-
-
-# -- statistics shared by the agents and the analysers ------------------------------
-def arm_statistics(history: Sequence[Step], n_arms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pull counts (int64) and reward sums (float64) per arm over ``history``.
-
-    Uses the executed action of each step (``Step.action``), which is what the
-    env paid for, even when the agent's own answer was invalid.
-    """
-    n = len(history)
-    actions = np.fromiter((step.action for step in history), dtype=np.int64, count=n)
-    rewards = np.fromiter((step.reward for step in history), dtype=np.float64, count=n)
-    counts = np.bincount(actions, minlength=n_arms)
-    sums = np.bincount(actions, weights=rewards, minlength=n_arms)
-    return counts, sums
-
-
-def empirical_means(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """Mean reward per arm; NaN for arms never pulled (no estimate, not zero)."""
-    counts = np.asarray(counts)
-    means = np.full(counts.shape, np.nan)
-    tried = counts > 0
-    means[tried] = np.asarray(sums)[tried] / counts[tried]
-    return means
 
 
 def ucb_values(

@@ -22,7 +22,12 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 
-from agentbench.envs.protocol import INFO_ACTION_LABEL, INFO_LEGAL_ACTIONS, format_transition
+from agentbench.envs.protocol import (
+    INFO_ACTION_LABEL,
+    INFO_LEGAL_ACTIONS,
+    check_action,
+    format_transition,
+)
 from agentbench.errors import ConfigError
 
 # The button variant's labels (SPEC.md 1.1): one colour per arm, enough for 20 arms.
@@ -176,7 +181,7 @@ class MultiArmedBanditEnv(gym.Env):
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise gym.error.ResetNeeded("the episode is over (or never started); call reset()")
-        arm = _check_action(action, self.spec_params.n_arms)
+        arm = check_action(action, self.spec_params.n_arms)
         reward = float(self._tape[arm, self._pulls[arm]])
         self._pulls[arm] += 1
         self._steps += 1
@@ -215,21 +220,6 @@ class MultiArmedBanditEnv(gym.Env):
     def arm_means(self) -> np.ndarray:
         """Expected reward of each arm in the current episode (a copy)."""
         return self._means.copy()
-
-
-def _check_action(action: Any, n_arms: int) -> int:
-    if isinstance(action, np.ndarray) and action.shape == ():
-        action = action.item()
-    if isinstance(action, bool) or not isinstance(action, (int, np.integer)):
-        arm = None
-    else:
-        arm = int(action)
-    if arm is None or not 0 <= arm < n_arms:
-        raise ConfigError(
-            f"action {action!r} is outside the action space: accepted are the integers "
-            f"0..{n_arms - 1}"
-        )
-    return arm
 
 
 class MultiArmedBanditVectorEnv(gym.vector.VectorEnv):

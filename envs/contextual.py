@@ -34,7 +34,12 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from agentbench.envs.protocol import INFO_ACTION_LABEL, INFO_LEGAL_ACTIONS, format_transition
+from agentbench.envs.protocol import (
+    INFO_ACTION_LABEL,
+    INFO_LEGAL_ACTIONS,
+    check_action,
+    format_transition,
+)
 from agentbench.errors import ConfigError
 
 # ---------------------------------------------------------------------------
@@ -367,7 +372,7 @@ class ContextualBanditEnv(gym.Env[np.ndarray, np.int64]):
             raise ResetNeeded(
                 f"step() called after the episode ended at step {self.horizon}; call reset()"
             )
-        arm = self._check_action(action)
+        arm = check_action(action, self.n_arms, "movie indices")
         t = self._t
         expected_row = self._expected[t]
         optimal = int(np.argmax(expected_row))
@@ -449,19 +454,6 @@ class ContextualBanditEnv(gym.Env[np.ndarray, np.int64]):
     def _require_episode(self) -> None:
         if self.movies is None:
             raise ResetNeeded("call reset() first: the movies and users are drawn at reset")
-
-    def _check_action(self, action: Any) -> int:
-        value = np.asarray(action)
-        if (
-            value.shape != ()
-            or not np.issubdtype(value.dtype, np.integer)
-            or not 0 <= int(value) < self.n_arms
-        ):
-            raise ConfigError(
-                f"action {action!r} is not a movie index: accepted are integers "
-                f"0..{self.n_arms - 1}"
-            )
-        return int(value)
 
 
 def _distinct_labels(titles: tuple[str, ...]) -> list[str]:

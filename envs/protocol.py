@@ -11,10 +11,13 @@ forward attributes), after ``reset`` and between steps.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
+from agentbench.errors import ConfigError
 
 # Keys every agentbench env puts in ``info`` on reset and step; analysis and the
 # runner rely on them. Envs may add their own keys.
@@ -44,6 +47,25 @@ class TextEnv(Protocol):
 
     def transition_text(self, step: int, state: str, action: int, reward: float) -> str:
         """One history line, e.g. ``Step=3 Action=green Reward=0.41``."""
+
+
+def check_action(action: Any, n_actions: int, meaning: str = "") -> int:
+    """``action`` as an index 0..n_actions-1, or one ConfigError naming the bad value.
+
+    Accepts Python and numpy integers (also 0-d arrays), not bools or floats.
+    ``meaning`` says what an index is, e.g. "row-major cells", for the message.
+    """
+    try:
+        index = None if isinstance(action, (bool, np.bool_)) else operator.index(action)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < n_actions:
+        what = f" ({meaning})" if meaning else ""
+        raise ConfigError(
+            f"action {action!r} is outside the action space: accepted are the integers "
+            f"0..{n_actions - 1}{what}"
+        )
+    return index
 
 
 def format_transition(step: int, label: str, reward: float, state: str = "") -> str:

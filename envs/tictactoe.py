@@ -15,7 +15,6 @@ bottom-right) and a board of 0 empty, 1 its own mark, 2 the opponent's.
 
 from __future__ import annotations
 
-import operator
 import re
 from typing import Any
 
@@ -30,7 +29,12 @@ from agentbench.envs.opponents import (
     Opponent,
     make_opponent,
 )
-from agentbench.envs.protocol import INFO_ACTION_LABEL, INFO_LEGAL_ACTIONS, format_transition
+from agentbench.envs.protocol import (
+    INFO_ACTION_LABEL,
+    INFO_LEGAL_ACTIONS,
+    check_action,
+    format_transition,
+)
 from agentbench.envs.tictactoe_rules import (
     CROSS,
     EMPTY,
@@ -126,7 +130,7 @@ class TicTacToeEnv(gym.Env):
         return self._observation(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        cell = _check_action(action)
+        cell = check_action(action, N_CELLS, "row-major cells")
         if self._agent_mark is None or self._outcome is not None:
             raise gym.error.ResetNeeded("the game is over (or never started); call reset()")
         board = self.board
@@ -256,17 +260,3 @@ class TicTacToeEnv(gym.Env):
             "agent_side": self.agent_side,
             "outcome": self._outcome,
         }
-
-
-def _check_action(action: Any) -> int:
-    """``action`` as a cell 0..8, or ConfigError naming the bad value."""
-    try:
-        cell = None if isinstance(action, bool) else operator.index(action)
-    except TypeError:
-        cell = None
-    if cell is None or not 0 <= cell < N_CELLS:
-        raise ConfigError(
-            f"action {action!r} is outside the action space: accepted are the integers "
-            f"0..{N_CELLS - 1} (row-major cells)"
-        )
-    return cell

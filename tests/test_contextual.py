@@ -567,7 +567,8 @@ def test_bad_action(action: object) -> None:
     env = ContextualBanditEnv(n_arms=5)
     env.reset(seed=0)
     with pytest.raises(
-        ConfigError, match=r"action .* is not a movie index: accepted are .* 0\.\.4"
+        ConfigError,
+        match=r"action .* is outside the action space: accepted are .* 0\.\.4 \(movie indices\)",
     ):
         env.step(action)
 
