@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentbench.baselines import AGENT_NAMES, make_agent
+from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import list_envs
 from agentbench.errors import AgentbenchError
 from agentbench.suite import agent_label, builtin_suites, load_suite, run_suite
@@ -53,9 +53,25 @@ def _cmd_agents(args: argparse.Namespace, console: Console) -> int:
     table.add_column("name")
     table.add_column("families")
     for name in AGENT_NAMES:
+        if name == LLM_AGENT:  # building it would load a model
+            table.add_row(name, "all (set model=..., see README)")
+            continue
         agent = make_agent(name)
         families = [f for f in ("mab", "cb", "tictactoe") if agent.supports(f)]
         table.add_row(name, ", ".join(families))
+    console.print(table)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.models.catalog import list_local_models
+
+    table = Table(title="local models (agentbench run --agent llm, model=NAME)")
+    rows = list_local_models()
+    for column in rows[0] if rows else ("name",):
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
     console.print(table)
     return 0
 
@@ -113,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     agents = sub.add_parser("agents", help="list the agents that can be named in a suite")
     agents.set_defaults(func=_cmd_agents)
 
+    models = sub.add_parser("models", help="list the models available locally")
+    models.set_defaults(func=_cmd_models)
+
     run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
     run.add_argument(
         "suite",
@@ -140,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except AgentbenchError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        stderr = Console(stderr=True, soft_wrap=True)
+        stderr.print("error:", style="bold red", end=" ")
+        stderr.print(str(error), markup=False, highlight=False)  # messages may hold [brackets]
         return 2
 
 

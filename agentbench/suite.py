@@ -29,6 +29,7 @@ from typing import Any
 from agentbench.agent.interface import Agent
 from agentbench.envs import get_preset, list_envs
 from agentbench.errors import ConfigError
+from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, read_episodes
 from agentbench.rollout import rollout
 
@@ -217,7 +218,14 @@ def run_suite(
                 played += 1
                 bar.update(1)
 
-            rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record)
+            try:
+                rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record)
+            except GenerationError as error:
+                bar.close()
+                raise GenerationError(
+                    f"{error}; the {len(done) + played} episodes finished so far are kept in "
+                    f"{out_dir}: run the same command again to resume"
+                ) from None
     bar.close()
 
     episodes = sorted(read_episodes(episodes_path), key=lambda ep: ep.key)

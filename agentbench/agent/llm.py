@@ -1,0 +1,244 @@
+"""The chain-of-thought LLM agent and its exploration mechanisms (SPEC.md section 2).
+
+One ``act`` call makes one batched ``generate`` call for all envs that need
+the model this step (plus one more for self-correction), never one call per
+env. Mechanisms that decide without the model (try-all, epsilon-greedy) answer
+with a template rationale ending in ``ACTION=X``, so their steps read like the
+model's own in the records.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from agentbench.agent.context import ContextSettings, build_context, shuffled_labels
+from agentbench.agent.interface import Decision, Turn
+from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
+from agentbench.envs import get_preset
+from agentbench.errors import ConfigError
+from agentbench.models.interface import Chat, Generation, GenerationConfig, TextGenerator
+
+DIRECT_BUDGET = 16  # generation budget without CoT: only ACTION=X (SPEC.md 2)
+# Families whose actions are interchangeable arms: there "untried actions first"
+# and relabelling the actions make sense (not for board cells).
+ARM_FAMILIES = frozenset({"mab", "cb"})
+TRY_ALL_RATIONALE = (
+    "I have not tried {label} yet, and I try every action once before choosing among them. {action}"
+)
+EPSILON_RATIONALE = "I explore this step with an action chosen at random. {action}"
+SELF_CORRECTION_PROMPT = (
+    "Check your reasoning and your answer above. If you find a mistake, correct it. "
+    "End with {example}, where X is one of the actions: {labels}."
+)
+
+
+@dataclass(frozen=True)
+class LLMAgentSettings:
+    """Every knob of the LLM agent, with its default and where it comes from."""
+
+    cot: bool = True  # think briefly, then ACTION=X (SPEC.md 2); False: ACTION=X only
+    budget: int = 256  # generation budget G with CoT (ablations: 16, 64, 256, 512, 2048)
+    history_length: int | None = 50  # C: past transitions in the context; None = all
+    temperature: float = 0.0  # 0 = greedy (evaluation); rollouts for training use 1.0
+    top_p: float = 1.0
+    try_all: bool = False  # play every untried action first (bandits), template rationale
+    epsilon: float = 0.0  # epsilon-greedy mechanism: random action w.p. epsilon (SPEC: 0.1)
+    randomise_labels: bool = False  # shuffle action labels every step (bandits), map back
+    summary: bool = False  # append per-action count and mean reward to the context
+    self_correction: bool = False  # a second pass sees the first answer and may revise it
+    self_consistency: int = 1  # k samples with majority vote (SPEC: 16); 1 = off
+    consistency_temperature: float = 1.0  # sampling temperature of the k samples
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"budget must be at least 1 token, got {self.budget}")
+        if self.history_length is not None and self.history_length < 0:
+            raise ConfigError(f"history_length must be >= 0 or None, got {self.history_length}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        if self.self_consistency < 1:
+            raise ConfigError(f"self_consistency must be at least 1, got {self.self_consistency}")
+        if self.temperature < 0 or self.consistency_temperature < 0:
+            raise ConfigError("temperatures must be >= 0")
+
+    @property
+    def context(self) -> ContextSettings:
+        return ContextSettings(cot=self.cot, history_length=self.history_length,
+                               summary=self.summary)  # fmt: skip
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.budget if self.cot else DIRECT_BUDGET
+
+    def changed(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (for the agent's name)."""
+        default = LLMAgentSettings()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}  # fmt: skip
+
+
+@dataclass
+class _Pending:
+    """A turn that needs the model, with what is needed to read its answer."""
+
+    index: int  # position in the batch of turns
+    chat: Chat
+    labels: list[str]  # action a is shown as labels[a] (shuffled under randomisation)
+
+
+class LLMAgent:
+    """Plays any text env through a :class:`TextGenerator`."""
+
+    def __init__(
+        self,
+        generator: TextGenerator,
+        settings: LLMAgentSettings = LLMAgentSettings(),
+        name: str | None = None,
+    ) -> None:
+        self.generator = generator
+        self.settings = settings
+        self.name = name or f"llm:{generator.name}"
+
+    def supports(self, family: str) -> bool:
+        return True
+
+    # -- one decision step for a batch of envs ---------------------------------
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions: list[Decision | None] = [None] * len(turns)
+        pending: list[_Pending] = []
+        for i, turn in enumerate(turns):
+            decisions[i] = self._without_model(turn)
+            if decisions[i] is None:
+                pending.append(self._prepare(i, turn))
+        if pending:
+            for item, decision in zip(pending, self._ask_model(pending, turns), strict=True):
+                decisions[item.index] = decision
+        return [d for d in decisions if d is not None]
+
+    def _without_model(self, turn: Turn) -> Decision | None:
+        """Try-all and epsilon-greedy answer from a template, without the model."""
+        labels = turn.env.action_labels()
+        legal = turn.env.legal_actions()
+        family = _family(turn)
+        if self.settings.try_all and family in ARM_FAMILIES:
+            tried = {step.action for step in turn.history}
+            untried = [a for a in legal if a not in tried]
+            if untried:
+                action = int(turn.rng.choice(untried))
+                text = TRY_ALL_RATIONALE.format(label=labels[action],
+                                                action=format_action(labels[action]))  # fmt: skip
+                return Decision(action, text, {"mechanism": "try-all"})
+        if self.settings.epsilon > 0 and turn.rng.random() < self.settings.epsilon:
+            action = int(turn.rng.choice(legal))
+            text = EPSILON_RATIONALE.format(action=format_action(labels[action]))
+            return Decision(action, text, {"mechanism": "epsilon"})
+        return None
+
+    def _prepare(self, index: int, turn: Turn) -> _Pending:
+        labels = turn.env.action_labels()
+        if not self.settings.randomise_labels:
+            return _Pending(index, build_context(turn.env, turn.history, self.settings.context),
+                            list(labels))  # fmt: skip
+        if _family(turn) != "mab":
+            raise ConfigError(
+                f"randomise_labels needs interchangeable action labels (multi-armed "
+                f"bandits); {turn.env_id} names its actions"
+            )
+        # Action a is shown as shown[a] this step, in the history too; the model's
+        # answer is parsed against the shown labels, so its index is the real action.
+        shown = shuffled_labels(labels, turn.rng)
+        chat = build_context(turn.env, turn.history, self.settings.context, display_labels=shown)
+        return _Pending(index, chat, shown)
+
+    def _ask_model(self, pending: list[_Pending], turns: Sequence[Turn]) -> list[Decision]:
+        settings = self.settings
+        k = settings.self_consistency
+        temperature = settings.consistency_temperature if k > 1 else settings.temperature
+        config = GenerationConfig(settings.max_new_tokens, temperature, settings.top_p)
+        chats = [item.chat for item in pending for _ in range(k)]
+        seeds = [int(turns[item.index].rng.integers(2**31)) for item in pending for _ in range(k)]
+        generations = self.generator.generate(chats, config, seeds)
+        decisions = []
+        for n, item in enumerate(pending):
+            turn = turns[item.index]
+            samples = generations[n * k : (n + 1) * k]
+            if k == 1:
+                decisions.append(self._read(item, turn, samples[0]))
+            else:
+                decisions.append(self._vote(item, turn, samples))
+        if settings.self_correction:
+            decisions = self._self_correct(pending, turns, decisions, config)
+        return decisions
+
+    def _read(self, item: _Pending, turn: Turn, generation: Generation) -> Decision:
+        """Parse one answer into a Decision (None: nothing usable, the runner flags it)."""
+        parsed = parse_action(generation.text, item.labels)
+        action = parsed.index
+        extras = {"generation": generation, "prompt": item.chat, "parse": parsed.reason}
+        if self.settings.randomise_labels:
+            extras["shown_labels"] = item.labels
+        return Decision(action, generation.text, extras)
+
+    def _vote(self, item: _Pending, turn: Turn, samples: Sequence[Generation]) -> Decision:
+        """Self-consistency: the most common valid answer among k samples."""
+        reads = [self._read(item, turn, sample) for sample in samples]
+        votes = Counter(d.action for d in reads if d.action is not None)
+        if not votes:
+            chosen = reads[0]
+            chosen.extras["votes"] = {}
+            return chosen
+        top = max(votes.values())
+        winners = sorted(a for a, count in votes.items() if count == top)
+        action = int(winners[0] if len(winners) == 1 else turn.rng.choice(winners))
+        chosen = next(d for d in reads if d.action == action)
+        chosen.extras["votes"] = {int(a): int(c) for a, c in votes.items()}
+        return chosen
+
+    def _self_correct(
+        self,
+        pending: list[_Pending],
+        turns: Sequence[Turn],
+        first: list[Decision],
+        config: GenerationConfig,
+    ) -> list[Decision]:
+        """A second pass that sees the first answer and may revise it; the final one counts."""
+        chats = []
+        for item, decision in zip(pending, first, strict=True):
+            legal = [item.labels[a] for a in turns[item.index].env.legal_actions()]
+            review = SELF_CORRECTION_PROMPT.format(example=format_action(PLACEHOLDER),
+                                                   labels=", ".join(legal))  # fmt: skip
+            chats.append([*item.chat, {"role": "assistant", "content": decision.text},
+                          {"role": "user", "content": review}])  # fmt: skip
+        seeds = [int(turns[item.index].rng.integers(2**31)) for item in pending]
+        config = GenerationConfig(config.max_new_tokens, self.settings.temperature,
+                                  self.settings.top_p)  # fmt: skip
+        revised = self.generator.generate(chats, config, seeds)
+        final = []
+        for item, chat, decision, generation in zip(pending, chats, first, revised, strict=True):
+            second = self._read(_Pending(item.index, chat, item.labels), turns[item.index],
+                                generation)  # fmt: skip
+            second.text = f"{decision.text}\n[self-correction]\n{generation.text}"
+            second.extras["first_action"] = decision.action
+            final.append(second)
+        return final
+
+
+def _family(turn: Turn) -> str:
+    return get_preset(turn.env_id).family
+
+
+def settings_from_dict(options: dict[str, Any]) -> LLMAgentSettings:
+    """LLMAgentSettings from suite/CLI options, with one clear error for an unknown key."""
+    known = {f.name for f in fields(LLMAgentSettings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown LLM agent settings {unknown}: accepted are {sorted(known)}")
+    return LLMAgentSettings(**options)
+
+
+def describe(settings: LLMAgentSettings) -> dict[str, Any]:
+    """All settings as a dict (for config files)."""
+    return asdict(settings)
