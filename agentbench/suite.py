@@ -143,10 +143,28 @@ def _agent_spec(entry: dict[str, Any] | str) -> dict[str, Any]:
     return dict(entry)
 
 
+# Keys of an agent entry that steer the runner rather than build the agent.
+RUNNER_KEYS = ("episodes",)
+
+
 def agent_label(spec: dict[str, Any]) -> str:
     """The name an agent's episodes are recorded under: its name, plus any settings."""
-    settings = [f"{key}={value}" for key, value in spec.items() if key != "name"]
+    settings = [f"{key}={value}" for key, value in spec.items()
+                if key != "name" and key not in RUNNER_KEYS]  # fmt: skip
     return spec["name"] + (f"({','.join(settings)})" if settings else "")
+
+
+def agent_seeds(suite: Suite, spec: dict[str, Any]) -> list[int]:
+    """The seeds an agent plays: the suite's, or its first ``episodes`` (costly LLM agents)."""
+    episodes = spec.get("episodes")
+    if episodes is None:
+        return suite.seeds
+    if not isinstance(episodes, int) or not 1 <= episodes <= suite.episodes:
+        raise ConfigError(
+            f"agent {spec['name']!r}: episodes must be an integer from 1 to the suite's "
+            f"{suite.episodes}, got {episodes!r}"
+        )
+    return suite.seeds[:episodes]
 
 
 @dataclass
@@ -193,21 +211,26 @@ def run_suite(
 
     episodes_path = out_dir / EPISODES_FILE
     done = {ep.key for ep in read_episodes(episodes_path)} if episodes_path.exists() else set()
-    agents = [(agent_label(spec), make_agent(**spec)) for spec in suite.agents]
+    agents = []
+    for spec in suite.agents:
+        seeds = agent_seeds(suite, spec)
+        options = {k: v for k, v in spec.items() if k not in RUNNER_KEYS}
+        agents.append((agent_label(spec), make_agent(**options), seeds))
     pairs, skipped = [], []
     for env_id in suite.env_ids:
         family = get_preset(env_id).family
-        for label, agent in agents:
-            (pairs if agent.supports(family) else skipped).append((label, agent, env_id))
-    total = sum(1 for label, _, env_id in pairs for seed in suite.seeds
+        for label, agent, seeds in agents:
+            target = pairs if agent.supports(family) else skipped
+            target.append((label, agent, env_id, seeds))
+    total = sum(1 for label, _, env_id, seeds in pairs for seed in seeds
                 if (label, env_id, seed) not in done)  # fmt: skip
 
     bar = _progress_bar(total, suite.name, enabled=progress)
     played = 0
     with EpisodeWriter(episodes_path) as writer:
-        for label, agent, env_id in pairs:
+        for label, agent, env_id, seeds in pairs:
             agent.name = label
-            missing = [seed for seed in suite.seeds if (label, env_id, seed) not in done]
+            missing = [seed for seed in seeds if (label, env_id, seed) not in done]
             if not missing:
                 continue
             bar.set_postfix_str(f"{label} on {env_id.split('/')[-1]}")
@@ -233,7 +256,7 @@ def run_suite(
     _write_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=1))
     _write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
     return RunResult(out_dir, episodes, metrics, played,
-                     [(label, env_id) for label, _, env_id in skipped])  # fmt: skip
+                     [(label, env_id) for label, _, env_id, _ in skipped])  # fmt: skip
 
 
 def _progress_bar(total: int, name: str, enabled: bool):

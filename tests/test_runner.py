@@ -209,3 +209,18 @@ def test_ucb_beats_random_on_every_bandit_configuration_of_the_grid() -> None:
         else:
             assert sum(difference) < 0, env_id
             assert stats.ttest_1samp(difference, 0.0, alternative="less").pvalue < 0.05, env_id
+
+
+def test_an_agent_entry_can_play_fewer_episodes_than_the_suite(tmp_path: Path) -> None:
+    bandit = "agentbench/GaussianBandit-5arms-low-button-v0"
+    suite = suite_from_dict(
+        {"episodes": 5, "agents": ["random", {"name": "ucb", "episodes": 2}], "envs": [bandit]}
+    )
+    result = run_suite(suite, tmp_path / "run", make_agent, progress=False)
+    seeds = {}
+    for episode in result.episodes:
+        seeds.setdefault(episode.agent, []).append(episode.seed)
+    assert seeds == {"random": [0, 1, 2, 3, 4], "ucb": [0, 1]}
+    suite.agents = [{"name": "ucb", "episodes": 9}]
+    with pytest.raises(ConfigError, match="episodes must be an integer from 1 to the suite's 5"):
+        run_suite(suite, tmp_path / "other", make_agent, progress=False)
