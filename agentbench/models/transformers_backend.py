@@ -1,0 +1,562 @@
+"""A TextGenerator over a local transformers causal LM, with our own decoding loop.
+
+Why not ``model.generate``: RL fine-tuning needs, for every sampled token, its
+log-probability under the exact distribution it was drawn from, and
+reproducible samples per row whatever else shares the batch. Both are simple in
+a loop of our own and awkward through ``generate``'s logits processors and the
+global torch RNG. The loop is the standard one: left-padded prompts, explicit
+position ids, the model's KV cache, one token per step for every unfinished row.
+
+Sampling draws one uniform number per generated token from a CPU
+``torch.Generator`` owned by that row (seeded from ``seeds[i]``) and inverts the
+row's cumulative distribution, so a row's sample depends only on its seed and
+its own logits: not on the batch, the device or the global RNG.
+
+Log-probabilities returned with each token (``Generation.logprobs``):
+
+- temperature > 0: ``log p(token)`` under the distribution actually sampled
+  from, i.e. ``softmax(logits / temperature)`` restricted to the top-p nucleus
+  and renormalised;
+- temperature 0 (greedy): ``log p(token)`` under the untempered model
+  distribution ``softmax(logits)`` (a greedy "distribution" would give 0 for
+  every token, which says nothing).
+
+``sequence_logprobs`` recomputes these in one forward pass (with gradients when
+the model is in train mode), which is what PPO's probability ratio needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from agentbench.errors import ConfigError
+from agentbench.models.interface import Chat, Generation, GenerationConfig
+
+# End-of-turn markers of common chat formats (ChatML, Llama 3, Gemma, Phi-3, GPT-2
+# style). A model's own eos id is always used too; these catch templates whose
+# end-of-turn token differs from the tokenizer's eos.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class TransformersSettings:
+    """How the local backend batches work and renders chats for models without a template."""
+
+    max_batch_size: int = 64  # prompts decoded together by generate (larger inputs are split)
+    score_batch_size: int = 64  # (prompt, candidate) sequences per forward pass in score
+    # Used only when the tokenizer has no chat template; the same plain format as the
+    # HTTP backend's completions API, so both backends see the same text.
+    prompt_template: str = "{role}: {content}\n"  # fields: {role}, {content}
+    reply_prefix: str = "assistant: "
+    # Without a template a model happily writes the next turn too; these stop it.
+    template_stop: tuple[str, ...] = ("\nuser:", "\nsystem:")
+    stop_token_ids: tuple[int, ...] = ()  # extra token ids that end a reply, besides eos
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.score_batch_size < 1:
+            raise ConfigError(
+                f"max_batch_size {self.max_batch_size} and score_batch_size "
+                f"{self.score_batch_size} must be at least 1"
+            )
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: the one asked for, else CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use 'cpu'")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    return resolved
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where it is fast: on CPUs (about 3x faster matmuls than float32 on AVX-512
+    machines) and on GPUs that support it; float32 on older GPUs (float16 overflows)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return torch.bfloat16
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """A torch dtype from a name ("bfloat16", "float32", "float16") or None (the default)."""
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class TransformersGenerator:
+    """Batched generation, continuation scoring and sequence log-probs for a local causal LM.
+
+    Built from an already-loaded ``(model, tokenizer)`` pair (so the RLFT trainer can
+    hand in a peft-wrapped model) or with :meth:`from_pretrained`. The model is
+    used as is: its device, dtype and train/eval mode are the caller's.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str | None = None,
+        settings: TransformersSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings or TransformersSettings()
+        self.name = name or str(getattr(model.config, "_name_or_path", "") or "local-model")
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.stop_token_ids = frozenset(self._end_of_turn_ids())
+        if not self.stop_token_ids:
+            raise ConfigError(
+                f"model {self.name!r} has no eos or end-of-turn token; "
+                "pass stop_token_ids in TransformersSettings"
+            )
+        pad = tokenizer.pad_token_id
+        # Padded positions are masked out, so any id works; eos is the usual stand-in.
+        self.pad_token_id = int(pad if pad is not None else min(self.stop_token_ids))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        gguf_file: str | None = None,
+        *,
+        name: str | None = None,
+        settings: TransformersSettings | None = None,
+        local_files_only: bool = False,
+    ) -> TransformersGenerator:
+        """Load a model and tokenizer (HF directory, hub id, or ``gguf_file`` inside a directory).
+
+        Weights are read from safetensors only (``use_safetensors``): never a pickle.
+        A GGUF file is dequantised by transformers on load, which is slow; the catalog
+        converts it once to a safetensors directory instead.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        common: dict[str, Any] = {"local_files_only": local_files_only}
+        if gguf_file is not None:
+            common["gguf_file"] = gguf_file
+        tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), **common)
+        model_kwargs = dict(common, dtype=torch_dtype)
+        if gguf_file is None:
+            model_kwargs["use_safetensors"] = True
+        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), **model_kwargs)
+        model.to(torch_device).eval()
+        return cls(model, tokenizer, name=name or str(path_or_id), settings=settings)
+
+    # ------------------------------------------------------------------ rendering
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def render(self, chat: Chat) -> str:
+        """The prompt text of a chat, ending where the assistant's reply starts."""
+        if self.has_chat_template:
+            return self.tokenizer.apply_chat_template(
+                list(chat), add_generation_prompt=True, tokenize=False
+            )
+        template = self.settings.prompt_template
+        lines = [template.format(role=m["role"], content=m["content"]) for m in chat]
+        return "".join(lines) + self.settings.reply_prefix
+
+    def _encode_text(self, text: str) -> list[int]:
+        # A chat template writes its own special tokens (BOS included where the model
+        # wants one), so adding them again would double them; plain text gets them once.
+        add_special = not self.has_chat_template
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def encode_chat(self, chat: Chat) -> list[int]:
+        """Token ids of the rendered prompt."""
+        ids = self._encode_text(self.render(chat))
+        if not ids:
+            raise ConfigError("a prompt rendered to zero tokens; give at least one message")
+        return ids
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(
+            list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def _end_of_turn_ids(self) -> set[int]:
+        ids: set[int] = set(self.settings.stop_token_ids)
+        candidates: list[Any] = [self.tokenizer.eos_token_id]
+        generation_config = getattr(self.model, "generation_config", None)
+        eos = getattr(generation_config, "eos_token_id", None)
+        candidates.extend(eos if isinstance(eos, list | tuple) else [eos])
+        vocab = self.tokenizer.get_vocab()
+        candidates.extend(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
+        ids.update(int(i) for i in candidates if i is not None)
+        return ids
+
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, padded on the left so every row ends at the last
+        column: the next token of every row is then predicted at the same position."""
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+                mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _positions(mask: torch.Tensor) -> torch.Tensor:
+        # Left padding shifts the real tokens; positions must count real tokens only.
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+
+    # ------------------------------------------------------------------ generate
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Chat],
+        config: GenerationConfig,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """One completion per prompt (see the module docstring for what logprobs mean).
+
+        Rows stop independently at an end-of-turn token (kept in ``token_ids`` and
+        ``logprobs``, not in ``text``) or when the text contains a stop string (the
+        text is cut before it; ``token_ids`` keep every sampled token, so they may
+        decode to more than ``text``). Without seeds, sampling draws fresh seeds from
+        the OS: not reproducible.
+        """
+        _check_config(config)
+        if seeds is None:
+            seeds = [secrets.randbits(63) for _ in prompts]
+        if len(seeds) != len(prompts):
+            raise ConfigError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one each")
+        prompt_ids = [self.encode_chat(chat) for chat in prompts]
+        stops = tuple(config.stop)
+        if not self.has_chat_template:
+            stops += self.settings.template_stop
+        # Similar lengths together waste less on padding; per-row generators make the
+        # order irrelevant to the samples.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for chunk in _batched(order, self.settings.max_batch_size):
+            generations = self._generate_batch(
+                [prompt_ids[i] for i in chunk], config, [seeds[i] for i in chunk], stops
+            )
+            for i, generation in zip(chunk, generations, strict=True):
+                results[i] = generation
+        return [g for g in results if g is not None]
+
+    def _generate_batch(
+        self,
+        prompt_ids: list[list[int]],
+        config: GenerationConfig,
+        seeds: Sequence[int],
+        stops: tuple[str, ...],
+    ) -> list[Generation]:
+        n = len(prompt_ids)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        finish = ["length"] * n
+        if config.max_new_tokens == 0:
+            return [Generation("", [], [], prompt_ids[i], "length") for i in range(n)]
+        generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
+
+        input_ids, mask = self._left_pad(prompt_ids)
+        positions = self._positions(mask)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        next_position = positions[:, -1] + 1
+        active = list(range(n))  # original row of each row still in the batch
+        for _ in range(config.max_new_tokens):
+            chosen, chosen_logprobs = _sample(logits, config, [generators[i] for i in active])
+            keep: list[int] = []
+            for j, (token, logprob) in enumerate(
+                zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
+            ):
+                row = active[j]
+                tokens[row].append(token)
+                logprobs[row].append(logprob)
+                if token in self.stop_token_ids or (
+                    stops and _find_stop(self._decode(tokens[row]), stops) >= 0
+                ):
+                    finish[row] = "stop"
+                elif len(tokens[row]) < config.max_new_tokens:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                # Finished rows leave the batch: later steps cost only the live rows.
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, next_position, chosen = mask[index], next_position[index], chosen[index]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=chosen[:, None],
+                attention_mask=mask,
+                position_ids=next_position[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            next_position = next_position + 1
+
+        generations = []
+        for row in range(n):
+            body = tokens[row]
+            if body and body[-1] in self.stop_token_ids:
+                body = body[:-1]
+            text = self._decode(body)
+            cut = _find_stop(text, stops) if stops else -1
+            if cut >= 0:
+                text, finish[row] = text[:cut], "stop"
+            generations.append(
+                Generation(text, tokens[row], logprobs[row], prompt_ids[row], finish[row])
+            )
+        return generations
+
+    # ------------------------------------------------------------------ score
+
+    def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], text: str) -> list[int]:
+        """Tokens of ``text`` as the model would see them after the prompt.
+
+        Tokenizing prompt+text and taking the suffix after the prompt's tokens gives
+        the tokenization the model itself would most likely produce. If the two do not
+        share the prompt's tokens as a prefix (a merge across the boundary), the text
+        is tokenized alone and appended: the prompt stays exactly the same for every
+        candidate, which is what makes their scores comparable.
+        """
+        if not text:
+            return []
+        full = self._encode_text(prompt_text + text)
+        if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
+            return full[len(prompt_ids) :]
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @torch.inference_mode()
+    def score(
+        self, prompts: Sequence[Chat], continuations: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """Summed log-probs of each candidate as the start of the assistant's reply.
+
+        The prompt is run once and its KV cache copied to each of its candidates, so a
+        prompt with K candidates costs one prompt pass plus K short passes, batched.
+        Designed for short candidates (``ACTION=label``). An empty candidate scores 0.
+        """
+        if len(prompts) != len(continuations):
+            raise ConfigError(
+                f"got {len(continuations)} candidate lists for {len(prompts)} prompts; "
+                "give one list per prompt"
+            )
+        prompt_texts = [self.render(chat) for chat in prompts]
+        prompt_ids = [self.encode_chat(chat) for chat in prompts]
+        candidate_ids = [
+            [self._continuation_ids(prompt_texts[i], prompt_ids[i], text) for text in texts]
+            for i, texts in enumerate(continuations)
+        ]
+        scores = [[0.0] * len(texts) for texts in continuations]
+        limit = self.settings.score_batch_size
+        # A unit is one prompt with up to `limit` of its candidates; a batch is units
+        # whose candidates add up to at most `limit` sequences.
+        units = [
+            (i, chunk)
+            for i, ids in enumerate(candidate_ids)
+            for chunk in _batched([k for k, c in enumerate(ids) if c], limit)
+        ]
+        batch: list[tuple[int, list[int]]] = []
+        for unit in units:
+            if batch and sum(len(c) for _, c in batch) + len(unit[1]) > limit:
+                self._score_batch(batch, prompt_ids, candidate_ids, scores)
+                batch = []
+            batch.append(unit)
+        if batch:
+            self._score_batch(batch, prompt_ids, candidate_ids, scores)
+        return scores
+
+    def _score_batch(
+        self,
+        units: list[tuple[int, list[int]]],
+        prompt_ids: list[list[int]],
+        candidate_ids: list[list[list[int]]],
+        scores: list[list[float]],
+    ) -> None:
+        input_ids, mask = self._left_pad([prompt_ids[i] for i, _ in units])
+        positions = self._positions(mask)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first_logprobs = F.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        unit_of_row = [u for u, (_, chunk) in enumerate(units) for _ in chunk]
+        rows = [candidate_ids[i][k] for i, chunk in units for k in chunk]
+        index = torch.tensor(unit_of_row, device=mask.device)
+        cache = out.past_key_values
+        cache.batch_select_indices(index)  # copies each prompt's cache to its candidates
+
+        # Candidates are padded on the right, after their (left-padded) prompt.
+        width = max(len(row) for row in rows)
+        cand = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        cand_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            cand[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            cand_mask[r, : len(row)] = 1
+        cand, cand_mask = cand.to(mask.device), cand_mask.to(mask.device)
+        start = positions[:, -1][index] + 1
+        cand_positions = start[:, None] + torch.arange(width, device=mask.device)[None, :]
+        token_logprobs = first_logprobs[index].gather(1, cand[:, :1])
+        if width > 1:
+            out = self.model(
+                input_ids=cand[:, :-1],
+                attention_mask=torch.cat([mask[index], cand_mask[:, :-1]], dim=1),
+                position_ids=cand_positions[:, :-1],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            rest = F.log_softmax(out.logits.float(), dim=-1).gather(2, cand[:, 1:, None])
+            token_logprobs = torch.cat([token_logprobs, rest.squeeze(-1)], dim=1)
+        totals = (token_logprobs * cand_mask).sum(dim=1).tolist()
+        r = 0
+        for i, chunk in units:
+            for k in chunk:
+                scores[i][k] = totals[r]
+                r += 1
+
+    # ------------------------------------------------------------------ training
+
+    def sequence_logprobs(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        completion_token_ids: Sequence[Sequence[int]],
+        temperature: float = 1.0,
+    ) -> list[torch.Tensor]:
+        """Per-token log-probs of each completion after its prompt, in one forward pass.
+
+        Returns one 1-D tensor per row (length of that completion). With the model in
+        train mode the graph is kept, for the policy-gradient loss; in eval mode no
+        graph is built. ``temperature`` divides the logits, to match rollouts sampled
+        at a temperature other than 1. Matches ``Generation.logprobs`` of a rollout at
+        the same temperature with top-p 1 (up to floating-point noise).
+        """
+        if len(prompt_token_ids) != len(completion_token_ids):
+            raise ConfigError(
+                f"got {len(completion_token_ids)} completions for {len(prompt_token_ids)} "
+                "prompts; give one each"
+            )
+        if temperature <= 0:
+            raise ConfigError(f"temperature {temperature} must be positive")
+        if any(len(p) == 0 for p in prompt_token_ids):
+            raise ConfigError("a prompt has zero tokens; every completion needs a prompt token")
+        lengths = [len(c) for c in completion_token_ids]
+        longest = max(lengths, default=0)
+        if longest == 0:
+            return [torch.zeros(0, device=self.device) for _ in lengths]
+        rows = [
+            list(p) + list(c) for p, c in zip(prompt_token_ids, completion_token_ids, strict=True)
+        ]
+        input_ids, mask = self._left_pad(rows)
+        grad = nullcontext() if self.model.training else torch.no_grad()
+        with grad:
+            # Left padding puts every completion at the end: only the last `longest`+1
+            # positions need logits, which keeps the (rows x vocab) tensor small.
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=self._positions(mask),
+                use_cache=False,
+                logits_to_keep=longest + 1,
+            ).logits[:, :-1, :]
+            logits = logits.float() / temperature
+            targets = input_ids[:, -longest:]
+            picked = logits.gather(2, targets[..., None]).squeeze(-1)
+            token_logprobs = picked - logits.logsumexp(dim=-1)
+        return [token_logprobs[i, longest - n :] for i, n in enumerate(lengths)]
+
+
+def _check_config(config: GenerationConfig) -> None:
+    if config.max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens {config.max_new_tokens} must be 0 or more")
+    if config.temperature < 0:
+        raise ConfigError(f"temperature {config.temperature} must be 0 (greedy) or positive")
+    if not 0 < config.top_p <= 1:
+        raise ConfigError(f"top_p {config.top_p} must be in (0, 1]")
+    if any(not stop for stop in config.stop):
+        raise ConfigError(f"stop strings {config.stop!r} must be non-empty")
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop string in ``text``, or -1."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return min(found, default=-1)
+
+
+def _sample(
+    logits: torch.Tensor, config: GenerationConfig, generators: Sequence[torch.Generator]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token of each row and its log-prob (see the module docstring for which one)."""
+    logits = logits.float()
+    if config.temperature == 0:
+        logprobs = F.log_softmax(logits, dim=-1)
+        chosen = logits.argmax(dim=-1)
+        return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
+    logprobs = F.log_softmax(logits / config.temperature, dim=-1)
+    order = None
+    if config.top_p < 1:
+        # Keep the smallest set of most likely tokens whose mass reaches top_p.
+        logprobs, order = logprobs.sort(dim=-1, descending=True)
+        probs = logprobs.exp()
+        outside = (probs.cumsum(dim=-1) - probs) >= config.top_p
+        logprobs = logprobs.masked_fill(outside, float("-inf"))
+        logprobs = logprobs - logprobs.logsumexp(dim=-1, keepdim=True)
+    # Inverse-CDF sampling with one uniform per row from the row's own generator.
+    uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    cdf = logprobs.exp().double().cumsum(dim=-1)
+    targets = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
+    index = torch.searchsorted(cdf, targets, right=True).clamp(max=cdf.shape[-1] - 1)
+    chosen_logprobs = logprobs.gather(1, index).squeeze(1)
+    chosen = index.squeeze(1) if order is None else order.gather(1, index).squeeze(1)
+    return chosen, chosen_logprobs
