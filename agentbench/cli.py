@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import list_envs
@@ -100,7 +101,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         for column in header:
             table.add_column(column, no_wrap=column == header[0])
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))  # cells hold [brackets], not markup
         console.print(table)
     resumed = len(result.episodes) - result.played
     console.print(

@@ -53,8 +53,13 @@ def rollout(
     num_envs: int = 64,
     env_kwargs: dict[str, Any] | None = None,
     on_episode: Callable[[Episode], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[Episode]:
-    """Play one episode per seed and return the episodes in the order they finished."""
+    """Play one episode per seed and return the episodes in the order they finished.
+
+    ``on_episode`` gets each finished episode; ``on_step`` the number of env
+    steps taken by each batched decision step (for progress bars).
+    """
     env_kwargs = dict(env_kwargs or {})
     family = get_preset(env_id).family
     pending = deque(int(seed) for seed in seeds)
@@ -72,6 +77,8 @@ def rollout(
             raise RuntimeError(
                 f"agent {agent.name!r} returned {len(decisions)} decisions for {len(turns)} turns"
             )
+        if on_step is not None:
+            on_step(len(slots))
         still_live: list[_Slot] = []
         for slot, decision in zip(slots, decisions, strict=True):
             done = _advance(slot, decision.action, decision.text)

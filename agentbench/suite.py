@@ -225,7 +225,10 @@ def run_suite(
     total = sum(1 for label, _, env_id, seeds in pairs for seed in seeds
                 if (label, env_id, seed) not in done)  # fmt: skip
 
-    bar = _progress_bar(total, suite.name, enabled=progress)
+    bar = _progress_bar(total, f"suite {suite.name}", "ep", enabled=progress)
+    # A second line that moves at every step: an LLM agent's episodes all end together,
+    # minutes apart.
+    step_bar = _progress_bar(None, "env steps", "step", enabled=progress)
     played = 0
     with EpisodeWriter(episodes_path) as writer:
         for label, agent, env_id, seeds in pairs:
@@ -242,14 +245,17 @@ def run_suite(
                 bar.update(1)
 
             try:
-                rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record)
+                rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record,
+                        on_step=step_bar.update)  # fmt: skip
             except GenerationError as error:
                 bar.close()
+                step_bar.close()
                 raise GenerationError(
                     f"{error}; the {len(done) + played} episodes finished so far are kept in "
                     f"{out_dir}: run the same command again to resume"
                 ) from None
     bar.close()
+    step_bar.close()
 
     episodes = sorted(read_episodes(episodes_path), key=lambda ep: ep.key)
     metrics = summarize_run(episodes)
@@ -259,10 +265,10 @@ def run_suite(
                      [(label, env_id) for label, _, env_id, _ in skipped])  # fmt: skip
 
 
-def _progress_bar(total: int, name: str, enabled: bool):
+def _progress_bar(total: int | None, description: str, unit: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"suite {name}", unit="ep", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -281,9 +287,13 @@ def summary_markdown(suite: Suite, metrics: Sequence[dict[str, Any]]) -> str:
         lines += [suite.description, ""]
     lines += [
         f"{suite.episodes} episodes per agent and env (seeds {suite.seed}.."
-        f"{suite.seed + suite.episodes - 1}); mean [95% CI] over episodes.",
+        f"{suite.seed + suite.episodes - 1}); mean ± 95% CI half-width over episodes.",
         "",
     ]
+    fewer = [f"`{agent_label(spec)}` plays the first {spec['episodes']} seeds only"
+             for spec in suite.agents if spec.get("episodes") is not None]  # fmt: skip
+    if fewer:
+        lines += ["; ".join(fewer) + ".", ""]
     for title, header, rows in comparison_tables(metrics, [agent_label(a) for a in suite.agents]):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]  # fmt: skip
