@@ -77,6 +77,44 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+PROBES = ("frequency-bias", "knowing-doing")
+
+
+def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from agentbench.agent.factory import load_generator
+    from agentbench.analysis.frequency_bias import run_frequency_bias_probe
+    from agentbench.analysis.knowing_doing import run_knowing_doing_probe
+    from agentbench.envs import get_preset
+
+    get_preset(args.env)  # ConfigError for an unknown id, before loading a model
+    backend = {"base_url": args.base_url} if args.base_url else {}
+    generator = load_generator(args.model, **backend)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for probe in args.probe or PROBES:
+        started = time.perf_counter()
+        if probe == "frequency-bias":
+            result = run_frequency_bias_probe(generator, env_id=args.env,
+                                              n_prefixes=args.prefixes, seed=args.seed)  # fmt: skip
+        else:
+            result = run_knowing_doing_probe(generator, env_id=args.env, n_histories=args.histories,
+                                             budget=args.budget, seed=args.seed)  # fmt: skip
+        path = out / f"{probe.replace('-', '_')}.json"
+        path.write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
+        console.print(f"{probe}: {path} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.analysis.report import write_report
+
+    paths = write_report([Path(source) for source in args.sources], Path(args.out), args.title)
+    console.print(f"report: {paths.markdown} and {paths.html}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     suite = load_suite(args.suite)
     if args.agent:
@@ -132,6 +170,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models available locally")
     models.set_defaults(func=_cmd_models)
+
+    analyze = sub.add_parser("analyze", help="run the failure-mode probes on a model")
+    analyze.add_argument(
+        "--model", default="smollm2-135m-instruct", help="catalog name or server model"
+    )
+    analyze.add_argument(
+        "--base-url", help="OpenAI-compatible server (scoring needs a completions endpoint)"
+    )
+    analyze.add_argument(
+        "--probe", action="append", choices=PROBES, help="probe to run (default: both)"
+    )
+    analyze.add_argument(
+        "--env",
+        default="agentbench/GaussianBandit-10arms-medium-button-v0",
+        help="bandit env the probe histories come from",
+    )
+    analyze.add_argument(
+        "--prefixes", type=int, default=24, help="frequency bias: prefix histories"
+    )
+    analyze.add_argument("--histories", type=int, default=64, help="knowing-doing: histories")
+    analyze.add_argument("--budget", type=int, default=256, help="knowing-doing: generation budget")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--out", required=True, help="analysis directory to write the results to")
+    analyze.set_defaults(func=_cmd_analyze)
+
+    report = sub.add_parser("report", help="write a Markdown + HTML failure-mode report")
+    report.add_argument("sources", nargs="+", help="run directories and analysis directories")
+    report.add_argument("--out", required=True, help="report directory")
+    report.add_argument("--title", help="report title")
+    report.set_defaults(func=_cmd_report)
 
     run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
     run.add_argument(

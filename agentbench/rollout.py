@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agentbench.agent.interface import Agent, Turn
+from agentbench.agent.interface import Agent, Decision, Turn
 from agentbench.envs import get_preset, make, text_env
 from agentbench.envs.protocol import TextEnv
 from agentbench.records import Episode, Step, to_jsonable
@@ -54,11 +54,15 @@ def rollout(
     env_kwargs: dict[str, Any] | None = None,
     on_episode: Callable[[Episode], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_decision: Callable[[Episode, Step, Decision], None] | None = None,
 ) -> list[Episode]:
     """Play one episode per seed and return the episodes in the order they finished.
 
     ``on_episode`` gets each finished episode; ``on_step`` the number of env
-    steps taken by each batched decision step (for progress bars).
+    steps taken by each batched decision step (for progress bars);
+    ``on_decision`` every recorded step with the agent's full Decision (its
+    extras hold what the records leave out, e.g. token ids and log-probs for
+    RL fine-tuning).
     """
     env_kwargs = dict(env_kwargs or {})
     family = get_preset(env_id).family
@@ -82,6 +86,8 @@ def rollout(
         still_live: list[_Slot] = []
         for slot, decision in zip(slots, decisions, strict=True):
             done = _advance(slot, decision.action, decision.text)
+            if on_decision is not None:
+                on_decision(slot.episode, slot.episode.steps[-1], decision)
             if not done:
                 still_live.append(slot)
                 continue

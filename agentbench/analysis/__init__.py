@@ -1,0 +1,1 @@
+"""Failure-mode analysers: greediness, frequency bias, the knowing-doing gap, reports."""
