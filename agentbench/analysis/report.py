@@ -1,0 +1,1072 @@
+"""The report: recorded runs and probe results as Markdown, one self-contained HTML file, plots.
+
+A source is a run directory (``episodes.jsonl``, as :func:`agentbench.suite.run_suite`
+writes it) or an analysis directory with probe results (``frequency_bias*.json``,
+``knowing_doing*.json``); one directory may hold both. Several sources make one
+report that compares them side by side (before and after fine-tuning, say):
+each source is labelled by its directory name, and agents of different runs
+stay apart as ``run: agent``.
+
+Everything is computed from the records (:mod:`agentbench.analysis.greediness`
+over :mod:`agentbench.metrics`), so a report can be made again at any time
+without a model. The report is built once as a list of blocks (headings,
+paragraphs, tables, plots) and rendered twice, to Markdown and to HTML; both
+escape every text that comes from data, since agent names, labels and model
+output are arbitrary strings. The HTML embeds its PNGs as data URIs and has
+no scripts or external resources, so it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from agentbench.analysis.greediness import (
+    REFERENCE_AGENTS,
+    GreedinessAnalysis,
+    GroupGreediness,
+    agent_name,
+    analyse_runs,
+    estimate_mean,
+)
+from agentbench.errors import ConfigError
+from agentbench.metrics import OUTCOMES
+from agentbench.records import Episode, read_episodes
+from agentbench.suite import CONFIG_FILE, EPISODES_FILE, _write_atomic, agent_label
+from agentbench.tables import _estimate_text, comparison_tables
+
+REPORT_MARKDOWN = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+ANALYSIS_FILE = "greediness.json"  # the numbers behind the report, for re-use
+FREQUENCY_BIAS_GLOB = "frequency_bias*.json"
+KNOWING_DOING_GLOB = "knowing_doing*.json"
+
+FIGURE_SIZE = (8.0, 5.0)  # inches; at FIGURE_DPI an 800 x 500 image
+FIGURE_DPI = 100
+PALETTE = colormaps["tab10"]  # one colour per series, the same in every plot
+DOING_CLASSES = ("optimal", "greedy", "other")  # knowing-doing columns
+KNOWING_ROWS = ("correct", "incorrect")
+BIAS_CLASSES = ("frequent", "greedy", "other")  # frequency-bias argmax classes
+OUTCOME_COLOURS = {"win": "#2ca02c", "draw": "#9e9e9e", "loss": "#d62728"}
+BIAS_COLOURS = {"frequent": "#d62728", "greedy": "#ff7f0e", "other": "#1f77b4"}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where :func:`write_report` put its files."""
+
+    markdown: Path
+    html: Path
+    plots_dir: Path
+    plots: list[Path]
+    analysis: Path
+
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass
+class ProbeResult:
+    """One probe result file of a source."""
+
+    source: str
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """How plots and tables name the result: run, model and (when it matters) env."""
+        return f"{self.source}: {self.data['model']}"
+
+
+@dataclass
+class Source:
+    """One directory given to the report: a run, probe results, or both."""
+
+    label: str
+    path: Path
+    episodes: list[Episode] | None = None
+    agent_order: list[str] = field(default_factory=list)
+    frequency_bias: list[ProbeResult] = field(default_factory=list)
+    knowing_doing: list[ProbeResult] = field(default_factory=list)
+
+
+def load_sources(paths: Sequence[str | Path]) -> list[Source]:
+    """Read every source, labelled by directory name (with its parent where names repeat)."""
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ConfigError("a report needs at least one source: a run or analysis directory")
+    labels = _source_labels(paths)
+    return [_load_source(path, label) for path, label in zip(paths, labels, strict=True)]
+
+
+def _source_labels(paths: Sequence[Path]) -> list[str]:
+    names = [path.resolve().name or str(path) for path in paths]
+    labels = []
+    for path, name in zip(paths, names, strict=True):
+        if names.count(name) > 1:
+            parts = path.resolve().parts
+            name = "/".join(parts[-2:])
+        while name in labels:
+            name += "'"
+        labels.append(name)
+    return labels
+
+
+def _load_source(path: Path, label: str) -> Source:
+    if not path.exists():
+        raise ConfigError(
+            f"report source {path} does not exist: give a run directory (with "
+            f"{EPISODES_FILE}) or an analysis directory with probe results"
+        )
+    if not path.is_dir():
+        raise ConfigError(
+            f"report source {path} is not a directory: give a run directory (with "
+            f"{EPISODES_FILE}) or an analysis directory with probe results"
+        )
+    source = Source(label, path)
+    episodes_path = path / EPISODES_FILE
+    if episodes_path.is_file():
+        source.episodes = _read_run(episodes_path)
+        source.agent_order = _agent_order(path / CONFIG_FILE)
+    source.frequency_bias = [
+        ProbeResult(label, file, _read_probe(file, "frequency_bias"))
+        for file in sorted(path.glob(FREQUENCY_BIAS_GLOB))
+    ]
+    source.knowing_doing = [
+        ProbeResult(label, file, _read_probe(file, "knowing_doing"))
+        for file in sorted(path.glob(KNOWING_DOING_GLOB))
+    ]
+    if source.episodes is None and not source.frequency_bias and not source.knowing_doing:
+        raise ConfigError(
+            f"report source {path} holds neither {EPISODES_FILE} nor probe results "
+            f"({FREQUENCY_BIAS_GLOB}, {KNOWING_DOING_GLOB})"
+        )
+    return source
+
+
+def _read_run(path: Path) -> list[Episode]:
+    try:
+        episodes = read_episodes(path)
+    except (TypeError, KeyError, AttributeError) as error:  # a line with the wrong fields
+        raise ConfigError(f"{path} holds a line that is not an episode record ({error})") from None
+    if not episodes:
+        raise ConfigError(f"{path} holds no episodes: expected one episode record per line")
+    return episodes
+
+
+def _agent_order(config_path: Path) -> list[str]:
+    """The suite's agent labels, so report columns follow the suite like summary.md does."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        return [agent_label(spec) for spec in config["suite"]["agents"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no or an older config: the order of the records is as good
+
+
+_PROBE_KEYS = {
+    "frequency_bias": ("model", "env_id", "points", "buckets", "correlation"),
+    "knowing_doing": ("model", "env_id", "table", "knowing_rate", "unparsed", "invalid_actions"),
+}
+
+
+def _read_probe(path: Path, probe: str) -> dict[str, Any]:
+    """A probe result, checked against the schema the report reads."""
+    expected = f"a {probe} probe result (JSON object with {', '.join(_PROBE_KEYS[probe])})"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"{path} is not readable JSON: expected {expected}") from None
+    if not isinstance(data, dict) or any(key not in data for key in _PROBE_KEYS[probe]):
+        raise ConfigError(f"{path} is malformed: expected {expected}")
+    if data.get("probe", probe) != probe:
+        raise ConfigError(f"{path} holds a {data['probe']!r} result: expected {expected}")
+    # The numbers the report reads, as floats; null (undefined: an empty bucket, no records)
+    # becomes NaN, which the tables show as n/a and the plots leave out.
+    try:
+        if probe == "frequency_bias":
+            for point in data["points"]:
+                point["repetitions"] = float(point["repetitions"])
+                point["entropy"] = _float_or_nan(point["entropy"])
+            for bucket in data["buckets"].values():
+                for name in (*BIAS_CLASSES, "mean_entropy"):
+                    bucket[name] = _float_or_nan(bucket.get(name))
+            data["correlation"] = dict(data["correlation"])
+        else:
+            for row in KNOWING_ROWS:
+                for column in DOING_CLASSES:
+                    data["table"][row][column] = _float_or_nan(data["table"][row][column])
+            data["knowing_rate"] = _float_or_nan(data["knowing_rate"])
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise ConfigError(f"{path} is malformed: expected {expected}") from None
+    return data
+
+
+def _float_or_nan(value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------- document blocks
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Plot:
+    file_name: str  # under plots/
+    alt: str
+
+
+Block = Heading | Paragraph | Table | Plot
+
+
+def _markdown_text(text: str) -> str:
+    """Data text as inert Markdown: no HTML, links, code spans, emphasis or cell breaks."""
+    text = html.escape(str(text), quote=False)
+    return re.sub(r"([\\`*\[\]|])", r"\\\1", text)
+
+
+def render_markdown(title: str, blocks: Sequence[Block]) -> str:
+    lines = [f"# {_markdown_text(title)}", ""]
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + _markdown_text(block.text), ""]
+        elif isinstance(block, Paragraph):
+            lines += [_markdown_text(block.text), ""]
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(_markdown_text(c) for c in block.header) + " |")
+            lines.append("|" + "---|" * len(block.header))
+            lines += [
+                "| " + " | ".join(_markdown_text(c) for c in row) + " |" for row in block.rows
+            ]
+            lines.append("")
+        else:
+            lines += [f"![{_markdown_text(block.alt)}]({PLOTS_DIR}/{block.file_name})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1, h2, h3 { line-height: 1.2; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f2f2f2; }
+tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
+"""
+
+
+def render_html(title: str, blocks: Sequence[Block], plots_dir: Path) -> str:
+    """One self-contained page: inline CSS, PNGs as base64 data URIs, every data text escaped."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Table):
+            out.append("<table>")
+            out.append(
+                "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in block.header) + "</tr>"
+            )
+            for row in block.rows:
+                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+            out.append("</table>")
+        else:
+            data = base64.b64encode((plots_dir / block.file_name).read_bytes()).decode("ascii")
+            out.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">')
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- plots
+
+
+class _PlotWriter:
+    """Saves figures under plots/ with unique file-system-safe names; one colour per series."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths: list[Path] = []
+        self._colours: dict[str, Any] = {}
+
+    def colour(self, series: str) -> Any:
+        if series not in self._colours:
+            self._colours[series] = PALETTE(len(self._colours) % PALETTE.N)
+        return self._colours[series]
+
+    def save(self, figure: Figure, name: str, alt: str) -> Plot:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "plot"
+        file_name, number = f"{stem}.png", 2
+        while self.folder / file_name in self.paths:
+            file_name, number = f"{stem}-{number}.png", number + 1
+        figure.tight_layout()
+        figure.savefig(self.folder / file_name, format="png", dpi=FIGURE_DPI)
+        self.paths.append(self.folder / file_name)
+        return Plot(file_name, alt)
+
+
+def _new_figure(width: float = FIGURE_SIZE[0]) -> Figure:
+    # Figure without pyplot: no global state, no GUI backend, PNG through Agg.
+    return Figure(figsize=(width, FIGURE_SIZE[1]), dpi=FIGURE_DPI)
+
+
+def _values(series: Sequence[float | None]) -> np.ndarray:
+    return np.array([math.nan if value is None else value for value in series], dtype=float)
+
+
+def _short_env(env_id: str) -> str:
+    return env_id.removeprefix("agentbench/")
+
+
+# ---------------------------------------------------------------- the report
+
+
+class _ReportBuilder:
+    """Collects blocks and plots section by section; a section without data adds nothing."""
+
+    def __init__(self, sources: list[Source], analysis: GreedinessAnalysis, plots: _PlotWriter):
+        self.sources = sources
+        self.analysis = analysis
+        self.plots = plots
+        self.blocks: list[Block] = []
+        self.run_labels = [s.label for s in sources if s.episodes is not None]
+
+    def series(self, source: str, agent: str) -> str:
+        """How plots and tables name an agent: prefixed by its run when several runs compare."""
+        return f"{source}: {agent}" if len(self.run_labels) > 1 else agent
+
+    def group_order(self, groups: Sequence[GroupGreediness]) -> list[GroupGreediness]:
+        """By env, then run, then the suite's agent order (as summary.md), then by label."""
+        orders = {s.label: s.agent_order for s in self.sources}
+
+        def key(group: GroupGreediness) -> tuple[str, int, int, str]:
+            order = orders.get(group.source, [])
+            rank = order.index(group.agent) if group.agent in order else len(order)
+            return (group.env_id, self.run_labels.index(group.source), rank, group.agent)
+
+        return sorted(groups, key=key)
+
+    def envs(self, groups: Sequence[GroupGreediness]) -> list[str]:
+        return sorted({group.env_id for group in groups})
+
+    def add(self, *blocks: Block) -> None:
+        self.blocks.extend(blocks)
+
+    # ------------------------------------------------------------ sections
+
+    def build(self) -> list[Block]:
+        self.sources_section()
+        if self.analysis.groups:
+            self.comparison_section()
+            self.greediness_section()
+            self.regret_section()
+            self.settings_section()
+            self.actions_section()
+            self.invalid_section()
+            self.tictactoe_section()
+        self.frequency_bias_section()
+        self.knowing_doing_section()
+        return self.blocks
+
+    def sources_section(self) -> None:
+        self.add(
+            Heading(2, "Sources"),
+            Paragraph(
+                "Each source is labelled by its directory name; with several runs, "
+                "agents are named 'run: agent' so runs stay apart."
+            ),
+        )
+        rows = []
+        for source in self.sources:
+            parts = []
+            if source.episodes is not None:
+                agents = {ep.agent for ep in source.episodes}
+                envs = {ep.env_id for ep in source.episodes}
+                parts.append(
+                    f"run: {_count(len(source.episodes), 'episode')}, "
+                    f"{_count(len(agents), 'agent')}, {_count(len(envs), 'env')}"
+                )
+            if source.frequency_bias:
+                parts.append(_count(len(source.frequency_bias), "frequency-bias result"))
+            if source.knowing_doing:
+                parts.append(_count(len(source.knowing_doing), "knowing-doing result"))
+            rows.append([source.label, "; ".join(parts), str(source.path)])
+        self.add(Table(["source", "contents", "path"], rows))
+
+    def comparison_section(self) -> None:
+        rows, order = [], []
+        for source in self.sources:
+            if source.episodes is None:
+                continue
+            for row in self.analysis.metrics_rows(source.label):
+                rows.append({**row, "agent": self.series(source.label, row["agent"])})
+            order += [self.series(source.label, agent) for agent in source.agent_order]
+        self.add(
+            Heading(2, "Comparison tables"),
+            Paragraph(
+                "One table per env family, envs as rows and agents as columns, with "
+                "mean ± 95% CI half-width over episodes; tic-tac-toe cells add win / "
+                "draw / loss %, and [invalid x%] marks agents whose answers were "
+                "invalid."
+            ),
+        )
+        for title, header, body in comparison_tables(rows, order):
+            self.add(Heading(3, title), Table(header, body))
+
+    def greediness_section(self) -> None:
+        groups = self.group_order([g for g in self.analysis.groups if g.is_bandit])
+        if not groups:
+            return
+        self.add(
+            Heading(2, "Greediness"),
+            Paragraph(
+                "Final coverage is the share of actions tried at least once; greedy "
+                "fraction the share of steps on the best empirical mean so far; "
+                "suffix failure the share of episodes that never chose the best arm "
+                "in the second half; K x MinFrac is 1 for perfectly even pulls and 0 "
+                "when an arm was never pulled. Low coverage with a high greedy "
+                "fraction and suffix failure is the greediness of published LLM "
+                "agents."
+            ),
+        )
+        header = [
+            "env",
+            "agent",
+            "episodes",
+            "final coverage",
+            "greedy fraction",
+            "suffix failure",
+            "K x MinFrac",
+            "final regret",
+        ]
+        rows = [
+            [
+                _short_env(g.env_id),
+                self.series(g.source, g.agent),
+                str(g.metrics["n_episodes"]),
+                *(
+                    _estimate_text(g.metrics.get(name))
+                    for name in (
+                        "coverage",
+                        "greedy_fraction",
+                        "suffix_failure",
+                        "k_minfrac",
+                        "final_regret",
+                    )
+                ),
+            ]
+            for g in groups
+        ]
+        self.add(Table(header, rows))
+        self.add(
+            Heading(3, "Coverage per step"),
+            Paragraph(
+                "Mean action coverage after each step, shaded with its 95% interval "
+                "over episodes; a curve that flattens early stopped exploring."
+            ),
+        )
+        for env_id in self.envs(groups):
+            self.add(
+                self.curve_plot(
+                    env_id,
+                    [g for g in groups if g.env_id == env_id],
+                    "coverage",
+                    "action coverage C_t",
+                )
+            )
+
+    def curve_plot(
+        self, env_id: str, groups: Sequence[GroupGreediness], curve: str, ylabel: str
+    ) -> Plot:
+        figure = _new_figure()
+        axes = figure.add_subplot()
+        for group in groups:
+            data = group.metrics["curves"][curve]
+            mean, low, high = _values(data["mean"]), _values(data["low"]), _values(data["high"])
+            steps = np.arange(1, mean.size + 1)
+            name = self.series(group.source, group.agent)
+            reference = agent_name(group.agent) in REFERENCE_AGENTS
+            colour = self.plots.colour(name)
+            axes.plot(steps, mean, color=colour, label=name, linestyle="--" if reference else "-")
+            axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
+        axes.set_title(
+            f"{'Coverage' if curve == 'coverage' else 'Cumulative regret'}: {_short_env(env_id)}"
+        )
+        axes.set_xlabel("step")
+        axes.set_ylabel(ylabel)
+        axes.legend(fontsize="small", loc="best")
+        axes.grid(alpha=0.3)
+        return self.plots.save(
+            figure, f"{curve}_{_short_env(env_id)}", f"{curve} curves on {_short_env(env_id)}"
+        )
+
+    def regret_section(self) -> None:
+        groups = self.group_order([g for g in self.analysis.groups if g.final_regrets])
+        if not groups:
+            return
+        self.add(
+            Heading(2, "Regret"),
+            Paragraph(
+                "Mean cumulative expected regret per step with its 95% interval "
+                "(lower is better); the UCB and random baselines are dashed, so an "
+                "agent's curve reads against both in the same axes."
+            ),
+        )
+        for env_id in self.envs(groups):
+            self.add(
+                self.curve_plot(
+                    env_id,
+                    [g for g in groups if g.env_id == env_id],
+                    "regret",
+                    "cumulative expected regret",
+                )
+            )
+        pairs = self.analysis.paired_regret
+        if not pairs:
+            return
+        self.add(
+            Heading(3, "Paired regret against UCB and random"),
+            Paragraph(
+                "Final regret of the agent minus the baseline's on the seeds both "
+                "played (same env and seed: the same reward draws), mean ± 95% CI "
+                "half-width over those seeds. Negative means the agent lost less "
+                "than the baseline; an interval that excludes 0 is a difference the "
+                "pairing resolves."
+            ),
+        )
+        header = [
+            "env",
+            "agent",
+            "baseline",
+            "shared seeds",
+            "agent - baseline",
+            "agent regret",
+            "baseline regret",
+        ]
+        rows = []
+        for pair in sorted(
+            pairs, key=lambda p: (p.env_id, self.run_labels.index(p.source), p.agent, p.reference)
+        ):
+            baseline = pair.reference_agent
+            if pair.reference_source != pair.source or len(self.run_labels) > 1:
+                baseline = f"{pair.reference_source}: {baseline}"
+            rows.append(
+                [
+                    _short_env(pair.env_id),
+                    self.series(pair.source, pair.agent),
+                    baseline,
+                    f"{len(pair.shared_seeds)} (agent {pair.agent_seeds}, "
+                    f"baseline {pair.reference_seeds})",
+                    _estimate_text(pair.difference.to_dict()),
+                    _estimate_text(pair.agent_regret.to_dict()),
+                    _estimate_text(pair.reference_regret.to_dict()),
+                ]
+            )
+        self.add(Table(header, rows))
+
+    def settings_section(self) -> None:
+        effects = self.analysis.settings_effects
+        if not effects:
+            return
+        self.add(
+            Heading(2, "Chain of thought and generation budget"),
+            Paragraph(
+                "LLM agents of one model on one env that differ only in chain of "
+                "thought (cot) or generation budget, one row per setting (mean ± 95% "
+                "CI half-width); without CoT the agent answers ACTION=X only, within "
+                "a fixed budget."
+            ),
+        )
+        for effect in effects:
+            title = f"{effect.model} on {_short_env(effect.env_id)}"
+            if effect.other_settings:
+                title += (
+                    " (" + ", ".join(f"{k}={v}" for k, v in effect.other_settings.items()) + ")"
+                )
+            header = [
+                "setting",
+                "agent",
+                "episodes",
+                "final coverage",
+                "final regret",
+                "invalid rate",
+                "greedy fraction",
+                "return",
+            ]
+            rows = [
+                [
+                    row["setting"],
+                    self.series(row["source"], row["agent"]),
+                    str(row["n_episodes"]),
+                    *(
+                        _estimate_text(row.get(name))
+                        for name in (
+                            "coverage",
+                            "final_regret",
+                            "invalid_rate",
+                            "greedy_fraction",
+                            "return",
+                        )
+                    ),
+                ]
+                for row in effect.rows
+            ]
+            self.add(Heading(3, title), Table(header, rows))
+
+    def actions_section(self) -> None:
+        groups = self.group_order(self.analysis.groups)
+        self.add(
+            Heading(2, "Action histograms"),
+            Paragraph(
+                "Share of all steps spent on each action label, one bar per agent. Arm "
+                "means are drawn anew for every seed, so over many seeds a sound agent's "
+                "bars are about level: a bar that stands out is a preference for a label "
+                "or position, not for a reward."
+            ),
+        )
+        for env_id in self.envs(groups):
+            members = [g for g in groups if g.env_id == env_id]
+            labels = max(members, key=lambda g: len(g.action_labels)).action_labels
+            # Wider for many bars, but no wider than two screens' worth.
+            figure = _new_figure(min(16.0, max(FIGURE_SIZE[0], 0.12 * len(labels) * len(members))))
+            axes = figure.add_subplot()
+            width = 0.8 / len(members)
+            positions = np.arange(len(labels))
+            for index, group in enumerate(members):
+                name = self.series(group.source, group.agent)
+                shares = list(group.action_shares.values())
+                shares += [0.0] * (len(labels) - len(shares))
+                axes.bar(
+                    positions + (index - (len(members) - 1) / 2) * width,
+                    shares,
+                    width,
+                    label=name,
+                    color=self.plots.colour(name),
+                )
+            axes.set_xticks(
+                positions,
+                labels,
+                rotation=45 if len(labels) > 10 else 0,
+                ha="right" if len(labels) > 10 else "center",
+            )
+            axes.set_title(f"Actions: {_short_env(env_id)}")
+            axes.set_xlabel("action")
+            axes.set_ylabel("share of steps")
+            axes.legend(fontsize="small", loc="best")
+            axes.grid(axis="y", alpha=0.3)
+            self.add(
+                self.plots.save(
+                    figure,
+                    f"actions_{_short_env(env_id)}",
+                    f"action histogram on {_short_env(env_id)}",
+                )
+            )
+
+    def invalid_section(self) -> None:
+        groups = self.group_order(self.analysis.groups)
+        self.add(
+            Heading(2, "Invalid actions"),
+            Paragraph(
+                "Share of steps whose answer could not be parsed or named no legal "
+                "action (the runner then played a random legal action); illegal moves "
+                "are occupied tic-tac-toe cells."
+            ),
+        )
+        rates = [estimate_mean(g.metrics.get("invalid_rate")) for g in groups]
+        illegal = [estimate_mean(g.metrics.get("illegal_rate")) for g in groups]
+        if not any(rate > 0 for rate in rates + illegal):
+            self.add(Paragraph("No agent gave an invalid answer or made an illegal move."))
+            return
+        self.add(
+            Table(
+                ["env", "agent", "invalid rate", "illegal rate"],
+                [
+                    [
+                        _short_env(g.env_id),
+                        self.series(g.source, g.agent),
+                        _estimate_text(g.metrics.get("invalid_rate")),
+                        _estimate_text(g.metrics.get("illegal_rate")),
+                    ]
+                    for g, rate, bad in zip(groups, rates, illegal, strict=True)
+                    if rate > 0 or bad > 0
+                ],
+            )
+        )
+        envs = self.envs(groups)
+        names = list(dict.fromkeys(self.series(g.source, g.agent) for g in groups))
+        figure = _new_figure(max(FIGURE_SIZE[0], 1.2 * len(envs)))
+        axes = figure.add_subplot()
+        width = 0.8 / len(names)
+        for index, name in enumerate(names):
+            heights = []
+            for env_id in envs:
+                match = [
+                    r
+                    for g, r in zip(groups, rates, strict=True)
+                    if g.env_id == env_id and self.series(g.source, g.agent) == name
+                ]
+                heights.append(match[0] if match else math.nan)  # no bar where it did not play
+            axes.bar(
+                np.arange(len(envs)) + (index - (len(names) - 1) / 2) * width,
+                heights,
+                width,
+                label=name,
+                color=self.plots.colour(name),
+            )
+        axes.set_xticks(
+            np.arange(len(envs)),
+            [_short_env(e) for e in envs],
+            rotation=20,
+            ha="right",
+            fontsize="small",
+        )
+        axes.set_ylim(0, 1)
+        axes.set_title("Invalid-action rate per agent and env")
+        axes.set_xlabel("env")
+        axes.set_ylabel("share of steps invalid")
+        axes.legend(fontsize="small", loc="best")
+        axes.grid(axis="y", alpha=0.3)
+        self.add(self.plots.save(figure, "invalid_rates", "invalid-action rates"))
+
+    def tictactoe_section(self) -> None:
+        groups = self.group_order([g for g in self.analysis.groups if "win_rate" in g.metrics])
+        if not groups:
+            return
+        self.add(
+            Heading(2, "Tic-tac-toe outcomes"),
+            Paragraph(
+                "Win / draw / loss shares of the agent (playing X) against each "
+                "opponent env; the comparison table above has the mean returns with "
+                "intervals."
+            ),
+        )
+        figure = _new_figure()
+        figure.set_figheight(max(FIGURE_SIZE[1], 0.4 * len(groups) + 1.5))
+        axes = figure.add_subplot()
+        names = [f"{self.series(g.source, g.agent)} vs {_short_env(g.env_id)}" for g in groups]
+        left = np.zeros(len(groups))
+        for outcome in OUTCOMES:
+            shares = np.array([estimate_mean(g.metrics.get(f"{outcome}_rate")) for g in groups])
+            shares = np.nan_to_num(shares)
+            axes.barh(
+                np.arange(len(groups)),
+                shares,
+                left=left,
+                label=outcome,
+                color=OUTCOME_COLOURS[outcome],
+            )
+            left += shares
+        axes.set_yticks(np.arange(len(groups)), names, fontsize="small")
+        axes.invert_yaxis()
+        axes.set_xlim(0, 1)
+        axes.set_title("Tic-tac-toe outcomes")
+        axes.set_xlabel("share of games")
+        axes.set_ylabel("agent vs opponent env")
+        # Below the axes: inside, it would hide the ends of the bars.
+        axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+        self.add(self.plots.save(figure, "tictactoe_outcomes", "tic-tac-toe outcomes"))
+
+    def frequency_bias_section(self) -> None:
+        results = [r for s in self.sources for r in s.frequency_bias]
+        if not results:
+            return
+        self.add(
+            Heading(2, "Frequency bias"),
+            Paragraph(
+                "The model scores every action after histories whose last action is "
+                "repeated 0..100 times; its argmax is 'frequent' (most frequent in the "
+                "context), 'greedy' (best empirical mean) or 'other'. A model with "
+                "frequency bias picks the frequent action more, and with lower "
+                "entropy, as repetitions grow."
+            ),
+        )
+        rows = []
+        for result in results:
+            for bucket, shares in result.data["buckets"].items():
+                rows.append(
+                    [
+                        result.source,
+                        str(result.data["model"]),
+                        _short_env(str(result.data["env_id"])),
+                        str(bucket),
+                        str(shares.get("n", "")),
+                        *(_number(shares.get(name)) for name in BIAS_CLASSES),
+                        _number(shares.get("mean_entropy")),
+                    ]
+                )
+        self.add(
+            Heading(3, "Argmax class per repetition bucket"),
+            Table(
+                [
+                    "source",
+                    "model",
+                    "env",
+                    "repetitions",
+                    "n",
+                    "frequent",
+                    "greedy",
+                    "other",
+                    "mean entropy",
+                ],
+                rows,
+            ),
+        )
+        self.add(
+            Heading(3, "Repetitions and entropy"),
+            Paragraph(
+                "Correlation between the target action's repetitions and the "
+                "entropy of the model's action distribution; a negative r is a model "
+                "that grows surer the more often an action repeats."
+            ),
+        )
+        self.add(
+            Table(
+                ["source", "model", "env", "points", "pearson r", "p-value", "spearman rho"],
+                [
+                    [
+                        r.source,
+                        str(r.data["model"]),
+                        _short_env(str(r.data["env_id"])),
+                        str(len(r.data["points"])),
+                        _number(r.data["correlation"].get("pearson_r"), ".3f"),
+                        _number(r.data["correlation"].get("p_value"), ".2g"),
+                        _number(r.data["correlation"].get("spearman_rho"), ".3f"),
+                    ]
+                    for r in results
+                ],
+            )
+        )
+        self.add(self.entropy_plot(results), self.bucket_plot(results))
+
+    def entropy_plot(self, results: Sequence[ProbeResult]) -> Plot:
+        figure = _new_figure()
+        axes = figure.add_subplot()
+        for result in results:
+            points = result.data["points"]
+            if not points:
+                continue
+            repetitions = np.array([p["repetitions"] for p in points])
+            entropy = np.array([p["entropy"] for p in points])
+            repetitions, entropy = repetitions[np.isfinite(entropy)], entropy[np.isfinite(entropy)]
+            if not entropy.size:
+                continue
+            colour = self.plots.colour(result.name)
+            axes.scatter(repetitions, entropy, s=10, alpha=0.3, color=colour)
+            levels = np.unique(repetitions)
+            axes.plot(
+                levels,
+                [entropy[repetitions == level].mean() for level in levels],
+                color=colour,
+                label=f"{result.name} (mean)",
+            )
+        axes.set_title("Frequency bias: entropy of the action distribution vs repetitions")
+        axes.set_xlabel("repetitions of the target action")
+        axes.set_ylabel("entropy (nats)")
+        axes.legend(fontsize="small", loc="best")
+        axes.grid(alpha=0.3)
+        return self.plots.save(figure, "frequency_bias_entropy", "entropy vs repetitions")
+
+    def bucket_plot(self, results: Sequence[ProbeResult]) -> Plot:
+        figure = _new_figure(max(FIGURE_SIZE[0], 3.0 * len(results)))
+        panels = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
+        for axes, result in zip(panels, results, strict=True):
+            buckets = list(result.data["buckets"])
+            bottom = np.zeros(len(buckets))
+            for name in BIAS_CLASSES:
+                shares = np.nan_to_num([result.data["buckets"][b][name] for b in buckets])
+                axes.bar(
+                    np.arange(len(buckets)),
+                    shares,
+                    bottom=bottom,
+                    label=name,
+                    color=BIAS_COLOURS[name],
+                )
+                bottom += shares
+            axes.set_xticks(np.arange(len(buckets)), buckets)
+            axes.set_title(
+                f"{result.name}\n{_short_env(str(result.data['env_id']))}", fontsize="small"
+            )
+            axes.set_xlabel("repetition bucket")
+        panels[0].set_ylabel("share of histories")
+        panels[-1].legend(fontsize="small", loc="best")
+        figure.suptitle("Frequency bias: argmax class per repetition bucket")
+        return self.plots.save(
+            figure, "frequency_bias_buckets", "argmax classes per repetition bucket"
+        )
+
+    def knowing_doing_section(self) -> None:
+        results = [r for s in self.sources for r in s.knowing_doing]
+        if not results:
+            return
+        self.add(
+            Heading(2, "Knowing-doing gap"),
+            Paragraph(
+                "Rows: whether the UCB values the model wrote pick the same action "
+                "as the true UCB values (knowing); columns: whether its action was "
+                "UCB-optimal, greedy or other (doing); cells are % of all actions. "
+                "Mass in 'correct' but not 'optimal' is knowing without doing."
+            ),
+        )
+        self.add(
+            Table(
+                [
+                    "source",
+                    "model",
+                    "env",
+                    "actions",
+                    "knowing rate",
+                    "unparsed",
+                    "invalid actions",
+                ],
+                [
+                    [
+                        r.source,
+                        str(r.data["model"]),
+                        _short_env(str(r.data["env_id"])),
+                        str(r.data.get("n", "")),
+                        _percent(100 * r.data["knowing_rate"]),
+                        str(r.data["unparsed"]),
+                        str(r.data["invalid_actions"]),
+                    ]
+                    for r in results
+                ],
+            )
+        )
+        for result in results:
+            table = result.data["table"]
+            title = f"{result.name} on {_short_env(str(result.data['env_id']))}"
+            rows = [
+                [
+                    f"knowing {row}",
+                    *(_percent(table[row][c]) for c in DOING_CLASSES),
+                    _percent(sum(table[row][c] for c in DOING_CLASSES)),
+                ]
+                for row in KNOWING_ROWS
+            ]
+            self.add(
+                Heading(3, title),
+                Table(["", *DOING_CLASSES, "total"], rows),
+                self.knowing_doing_plot(result, title),
+            )
+
+    def knowing_doing_plot(self, result: ProbeResult, title: str) -> Plot:
+        table = result.data["table"]
+        cells = np.array([[table[row][c] for c in DOING_CLASSES] for row in KNOWING_ROWS])
+        figure = _new_figure()
+        axes = figure.add_subplot()
+        image = axes.imshow(cells, cmap="Blues", vmin=0, vmax=100.0)
+        for (i, j), value in np.ndenumerate(cells):
+            axes.text(
+                j,
+                i,
+                _percent(value),
+                ha="center",
+                va="center",
+                color="white" if value > 50 else "black",
+                fontsize="large",
+            )
+        axes.set_xticks(range(len(DOING_CLASSES)), DOING_CLASSES)
+        axes.set_yticks(range(len(KNOWING_ROWS)), KNOWING_ROWS)
+        axes.set_xlabel("doing: the action taken")
+        axes.set_ylabel("knowing: UCB argmax written")
+        axes.set_title(f"Knowing-doing: {title}")
+        figure.colorbar(image, ax=axes, label="% of actions")
+        return self.plots.save(
+            figure,
+            f"knowing_doing_{result.source}_{result.path.stem}",
+            f"knowing-doing table of {title}",
+        )
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}%"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _number(value: Any, spec: str = ".2f") -> str:
+    """A number from a probe file as text; n/a for null or NaN, the raw text for a non-number."""
+    if value is None:
+        return "n/a"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "n/a" if math.isnan(number) else format(number, spec)
+
+
+def write_report(
+    sources: Sequence[str | Path], out_dir: str | Path, title: str | None = None
+) -> ReportPaths:
+    """Write report.md, report.html, plots/*.png and greediness.json for the sources.
+
+    Raises ConfigError for a missing source or one without episodes or probe results.
+    """
+    loaded = load_sources(sources)
+    runs = {s.label: s.episodes for s in loaded if s.episodes is not None}
+    analysis = analyse_runs(runs)
+    out_dir = Path(out_dir)
+    plots_dir = out_dir / PLOTS_DIR
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plots_dir.glob("*.png"):  # plots of an earlier report into the same folder
+        stale.unlink()
+    plots = _PlotWriter(plots_dir)
+    blocks = _ReportBuilder(loaded, analysis, plots).build()
+    title = title or "agentbench report: " + ", ".join(s.label for s in loaded)
+
+    paths = ReportPaths(
+        out_dir / REPORT_MARKDOWN,
+        out_dir / REPORT_HTML,
+        plots_dir,
+        list(plots.paths),
+        out_dir / ANALYSIS_FILE,
+    )
+    _write_atomic(paths.analysis, json.dumps(analysis.to_dict(), indent=1))
+    _write_atomic(paths.markdown, render_markdown(title, blocks))
+    _write_atomic(paths.html, render_html(title, blocks, plots_dir))
+    return paths
