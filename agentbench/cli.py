@@ -96,8 +96,9 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     for probe in args.probe or PROBES:
         started = time.perf_counter()
         if probe == "frequency-bias":
-            result = run_frequency_bias_probe(generator, env_id=args.env,
-                                              n_prefixes=args.prefixes, seed=args.seed)  # fmt: skip
+            result = run_frequency_bias_probe(generator, env_id=args.env, n_prefixes=args.prefixes,
+                                              repetitions=range(0, 101, args.repetition_step),
+                                              seed=args.seed)  # fmt: skip
         else:
             result = run_knowing_doing_probe(generator, env_id=args.env, n_histories=args.histories,
                                              budget=args.budget, seed=args.seed)  # fmt: skip
@@ -188,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--prefixes", type=int, default=24, help="frequency bias: prefix histories"
+    )
+    analyze.add_argument(
+        "--repetition-step",
+        type=int,
+        default=5,
+        help="frequency bias: target repeated 0, step, 2*step, ... 100 times",
     )
     analyze.add_argument("--histories", type=int, default=64, help="knowing-doing: histories")
     analyze.add_argument("--budget", type=int, default=256, help="knowing-doing: generation budget")

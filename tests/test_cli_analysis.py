@@ -1,0 +1,39 @@
+"""`agentbench analyze` and `agentbench report` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agentbench.agent import factory
+from agentbench.analysis.planted import KnowingButGreedyModel
+from agentbench.cli import main
+
+
+def test_analyze_then_report_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The CLI loads models through the factory; serve it a planted model by name.
+    monkeypatch.setitem(factory._GENERATORS, ("planted-knowing", ()), KnowingButGreedyModel())
+    analysis = tmp_path / "analysis"
+    code = main(["analyze", "--model", "planted-knowing", "--prefixes", "2",
+                 "--repetition-step", "50", "--histories", "8", "--budget", "64",
+                 "--out", str(analysis)])  # fmt: skip
+    assert code == 0
+    knowing = json.loads((analysis / "knowing_doing.json").read_text())
+    assert knowing["n"] == 8 and knowing["knowing_rate"] == 1.0
+    frequency = json.loads((analysis / "frequency_bias.json").read_text())
+    assert frequency["forward_passes"] == 2 * 3  # 2 prefixes x repetitions 0, 50, 100
+
+    run = tmp_path / "run"
+    assert main(["run", "--env", "agentbench/GaussianBandit-5arms-low-button-v0",
+                 "--agent", "ucb", "--agent", "random", "--episodes", "4",
+                 "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    report = tmp_path / "report"
+    assert main(["report", str(run), str(analysis), "--out", str(report)]) == 0
+    markdown = (report / "report.md").read_text()
+    assert "Knowing-doing" in markdown or "knowing-doing" in markdown.lower()
+    assert "GaussianBandit-5arms-low-button-v0" in markdown
+    assert (report / "report.html").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "nowhere"), "--out", str(report)]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["analyze", "--env", "agentbench/Nope-v0", "--out", str(analysis)]) == 2
