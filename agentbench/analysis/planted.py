@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,7 +132,7 @@ def prompt_ucb_values(prompt: BanditPrompt) -> np.ndarray:
     return ucb_values(counts, sums, len(prompt.history), c)
 
 
-class PlantedModel:
+class PlantedModel(ABC):
     """A TextGenerator that acts by a fixed rule on what it reads in the prompt.
 
     Subclasses give :meth:`choose` (the action) and may override
@@ -145,8 +146,9 @@ class PlantedModel:
     writes_ucb_values = False
     confidence = 4.0
 
+    @abstractmethod
     def choose(self, prompt: BanditPrompt) -> int:
-        raise NotImplementedError
+        """The action this model takes after the prompt's history."""
 
     def action_logits(self, prompt: BanditPrompt) -> np.ndarray:
         logits = np.zeros(prompt.n_arms)

@@ -96,6 +96,7 @@ def tiny_generator(
         initializer_range=init_std,
     )
     torch_device = resolve_device(device)
+    # Seeding inside fork_rng: the caller's global torch RNG state is restored after.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
