@@ -297,15 +297,7 @@ class TransformersGenerator:
             return [Generation("", [], [], prompt_ids[i], "length") for i in range(n)]
         generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
 
-        input_ids, mask = self._left_pad(prompt_ids)
-        positions = self._positions(mask)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out, mask, positions = self._prefill(prompt_ids)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
         next_position = positions[:, -1] + 1
         active = list(range(n))  # original row of each row still in the batch
@@ -415,14 +407,10 @@ class TransformersGenerator:
             self._score_batch(batch, prompt_ids, candidate_ids, scores)
         return scores
 
-    def _score_batch(
-        self,
-        units: list[tuple[int, list[int]]],
-        prompt_ids: list[list[int]],
-        candidate_ids: list[list[list[int]]],
-        scores: list[list[float]],
-    ) -> None:
-        input_ids, mask = self._left_pad([prompt_ids[i] for i, _ in units])
+    def _prefill(self, prompt_ids: list[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One left-padded forward pass over the prompts, keeping the KV cache and the
+        last position's logits: (model output, attention mask, position ids)."""
+        input_ids, mask = self._left_pad(prompt_ids)
         positions = self._positions(mask)
         out = self.model(
             input_ids=input_ids,
@@ -431,6 +419,16 @@ class TransformersGenerator:
             use_cache=True,
             logits_to_keep=1,
         )
+        return out, mask, positions
+
+    def _score_batch(
+        self,
+        units: list[tuple[int, list[int]]],
+        prompt_ids: list[list[int]],
+        candidate_ids: list[list[list[int]]],
+        scores: list[list[float]],
+    ) -> None:
+        out, mask, positions = self._prefill([prompt_ids[i] for i, _ in units])
         first_logprobs = F.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         unit_of_row = [u for u, (_, chunk) in enumerate(units) for _ in chunk]
         rows = [candidate_ids[i][k] for i, chunk in units for k in chunk]
