@@ -1,0 +1,44 @@
+"""RL fine-tuning of LLM agents (SPEC.md section 3): PPO with MC or GAE advantages.
+
+Public API: :class:`PPOConfig` (+ :func:`load_ppo_config`), :class:`PPOTrainer`
+(``train``, ``evaluate``, ``save``, ``resume``), the advantage estimators, the loss
+pieces (:func:`ppo_token_losses`, :func:`clipped_surrogate`, :func:`kl_k3`) and the
+value head. Heavy imports (torch, transformers) happen when these are first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
+from agentbench.rlft.config import PPOConfig, load_ppo_config, ppo_config_from_dict
+
+_LAZY = {
+    "PPOTrainer": "agentbench.rlft.ppo",
+    "ppo_token_losses": "agentbench.rlft.ppo",
+    "clipped_surrogate": "agentbench.rlft.ppo",
+    "kl_k3": "agentbench.rlft.ppo",
+    "ValueHead": "agentbench.rlft.value_head",
+}
+
+__all__ = [
+    "PPOConfig",
+    "PPOTrainer",
+    "ValueHead",
+    "clipped_surrogate",
+    "gae",
+    "kl_k3",
+    "load_ppo_config",
+    "mc_baseline_advantages",
+    "ppo_config_from_dict",
+    "ppo_token_losses",
+    "returns_to_go",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'agentbench.rlft' has no attribute {name!r}")

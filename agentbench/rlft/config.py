@@ -1,0 +1,243 @@
+"""PPOConfig: every knob of PPO fine-tuning in one dataclass (SPEC.md sections 2-3).
+
+The comment after each field is its documentation: what it does, its default, and
+where the default comes from. "Paper" means the published RLFT settings of SPEC.md
+section 3 (full fine-tuning with AdaFactor, lr 1e-4 with 100 warm-up steps and
+cosine decay to 1e-6, grad clip 1.0, batch 128, 16 envs, 1 epoch per rollout on
+bandits and 2 on tic-tac-toe, clip 0.2, KL beta 0.05).
+
+A config is written as a flat TOML file of these keys (``load_ppo_config``); an
+unknown key or a bad value is a :class:`ConfigError` naming it and what is accepted.
+TOML has no null: ``history_length = "all"`` means the whole episode, and ``device``
+/ ``dtype`` are left out to keep their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agentbench.agent.llm import LLMAgentSettings
+from agentbench.errors import ConfigError
+from agentbench.shaping import INVALID_ACTION_PENALTY
+
+OPTIMIZERS = ("adamw", "adafactor")
+ADVANTAGES = ("mc", "gae")
+REWARDS = ("dense", "sparse")
+REWARD_NORMALISATIONS = ("scale", "batch_std")
+ALL_HISTORY = "all"  # TOML spelling of history_length = None (the whole episode)
+
+
+@dataclass
+class PPOConfig:
+    """PPO fine-tuning of an LLM agent: collect, compute advantages, update, log."""
+
+    # ---- model
+    model: str = "smollm2-135m-instruct"  # catalog name, used when no generator is handed in
+    device: str | None = None  # None: CUDA when available, else CPU (trainer-loaded model only)
+    dtype: str = "float32"  # weights of a trainer-loaded model; bf16 weights swallow small updates
+    # ---- environment and seeds
+    env_id: str = "agentbench/GaussianBandit-10arms-medium-button-v0"  # paper: 10-arm button MAB
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    num_envs: int = 16  # envs played in parallel per rollout (paper: 16)
+    episodes_per_update: int = 16  # episodes per rollout (paper: 16 envs x 50 steps = 800 steps)
+    train_seed: int = 0  # update u plays seeds train_seed + u*episodes_per_update + [0, E)
+    eval_seed: int = 1_000_000  # first held-out evaluation seed; must not meet training seeds
+    eval_episodes: int = 16  # held-out episodes per evaluation
+    eval_every: int = 10  # evaluate (greedy decoding) every N updates and at the end; 0 = never
+    total_updates: int = 100  # rollout + update cycles
+    # ---- optimisation
+    learning_rate: float = 1e-4  # peak lr (paper: 1e-4)
+    lr_min: float = 1e-6  # cosine decay ends here (paper: 1e-6)
+    warmup_steps: int = 100  # linear warm-up, in optimizer steps (paper: 100)
+    optimizer: str = "adafactor"  # "adamw" or "adafactor" (transformers' Adafactor; paper)
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) / Adafactor's weight_decay
+    max_grad_norm: float = 1.0  # global gradient-norm clip (paper: 1.0)
+    num_minibatches: int = 6  # optimizer steps per epoch (paper: batch 128 of 800 steps ~ 6)
+    micro_batch_size: int = 16  # sequences per forward pass; gradients accumulate over them
+    update_epochs: int = 1  # passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)
+    clip_eps: float = 0.2  # PPO ratio clip epsilon (paper: 0.2)
+    kl_beta: float = 0.05  # weight of the per-token KL(pi_theta || pi_ref), k3 estimate (paper)
+    # ---- advantages and rewards
+    advantage: str = "mc"  # "mc": returns-to-go minus the batch mean at the same step (bandits);
+    # "gae": learned value head + GAE, for variable-length episodes (tic-tac-toe)
+    gamma: float = 1.0  # discount of returns-to-go and GAE (paper: 1.0)
+    gae_lambda: float = 0.95  # GAE lambda (paper: 0.95)
+    value_coef: float = 0.5  # weight of the value-head MSE loss (gae only; CleanRL's vf_coef)
+    reward: str = "dense"  # "dense": every step's reward; "sparse": the episode total at its end
+    reward_normalisation: str = "scale"  # "scale": env reward / reward_scale; "batch_std": env
+    # reward / its std over the rollout (stateless, so resuming stays exact)
+    reward_scale: float = 1.0  # divisor of the env reward under "scale" (bandit rewards ~ 1)
+    invalid_penalty: float = INVALID_ACTION_PENALTY  # added to invalid steps (SPEC: -5)
+    exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
+    # ---- LoRA vs full fine-tuning
+    use_lora: bool = False  # False: full fine-tuning (paper) with a frozen reference copy
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0  # > 0 makes the first PPO ratio differ from 1 (dropout noise)
+    lora_target_modules: list[str] | str = "all-linear"  # peft target_modules
+    # ---- the agent (SPEC.md section 2); rollouts sample at temperature 1.0, eval is greedy
+    cot: bool = True  # think, then ACTION=X; False: ACTION=X only (16-token budget)
+    budget: int = 256  # generation budget G with CoT (SPEC default 256)
+    history_length: int | None = 50  # C: transitions in the context; None ("all") = whole episode
+    # ---- output
+    output_dir: str = "runs/ppo"  # metrics.jsonl, eval episodes and checkpoints go here
+    checkpoint_every: int = 10  # checkpoint every N updates and at the end; 0 = only at the end
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
+    seed: int = 0  # minibatch shuffling, dropout, LoRA init
+    progress: bool = True  # tqdm bar over updates
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("advantage", self.advantage, ADVANTAGES)
+        _choice("reward", self.reward, REWARDS)
+        _choice("reward_normalisation", self.reward_normalisation, REWARD_NORMALISATIONS)
+        for name in (
+            "num_envs",
+            "episodes_per_update",
+            "total_updates",
+            "num_minibatches",
+            "micro_batch_size",
+            "update_epochs",
+            "lora_r",
+            "budget",
+            "keep_checkpoints",
+            "eval_episodes",
+        ):
+            _at_least(name, getattr(self, name), 1)
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "checkpoint_every",
+            "train_seed",
+            "eval_seed",
+            "seed",
+        ):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
+        for name in ("lr_min", "weight_decay", "kl_beta", "value_coef", "exploration_bonus"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.lr_min > self.learning_rate:
+            raise ConfigError(
+                f"lr_min {self.lr_min} must not exceed learning_rate {self.learning_rate}"
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+        train_end = self.train_seed + self.total_updates * self.episodes_per_update
+        eval_end = self.eval_seed + self.eval_episodes
+        if self.train_seed < eval_end and self.eval_seed < train_end:
+            raise ConfigError(
+                f"evaluation seeds [{self.eval_seed}, {eval_end}) overlap training seeds "
+                f"[{self.train_seed}, {train_end}); move eval_seed outside the training range"
+            )
+        self.agent_settings()  # LLMAgentSettings checks budget and history_length
+
+    def agent_settings(self, temperature: float = 1.0) -> LLMAgentSettings:
+        """The LLM agent of rollouts (temperature 1.0, SPEC.md 2) or evaluation (0.0)."""
+        return LLMAgentSettings(
+            cot=self.cot,
+            budget=self.budget,
+            history_length=self.history_length,
+            temperature=temperature,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (``history_length`` None stays None)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+
+def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
+    """A PPOConfig from plain values, with one clear error for unknown keys."""
+    known = {f.name for f in fields(PPOConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown PPO settings {unknown}: accepted are {sorted(known)}")
+    values = dict(data)
+    if values.get("history_length") == ALL_HISTORY:
+        values["history_length"] = None
+    return PPOConfig(**values)
+
+
+def load_ppo_config(path: str | Path) -> PPOConfig:
+    """Read a flat TOML file of PPOConfig keys."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"PPO config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"PPO config file {path} is not valid TOML ({exc})") from None
+    return ppo_config_from_dict(data)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{name} {value!r} is not one of {', '.join(accepted)}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
+
+
+def _check_types(config: PPOConfig) -> None:
+    """Each value against its annotation; ints are accepted (and converted) for floats."""
+    hints = typing.get_type_hints(PPOConfig)
+    for f in fields(config):
+        value = getattr(config, f.name)
+        expected = hints[f.name]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(config, f.name, float(value))
+            continue
+        if not _matches(value, expected):
+            raise ConfigError(
+                f"{f.name} = {value!r} has the wrong type; expected {_type_name(expected)}"
+            )
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, float)
+    return isinstance(value, expected)
+
+
+def _type_name(expected: Any) -> str:
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(expected))
+    if expected is type(None):
+        return "nothing (leave the key out)"
+    return getattr(expected, "__name__", str(expected))

@@ -1,0 +1,706 @@
+"""PPO fine-tuning of an LLM agent (SPEC.md section 3), one file in the shape of CleanRL's ppo.py.
+
+Every update of :meth:`PPOTrainer.train` reads top to bottom:
+
+1. **collect**: the LLM agent plays ``episodes_per_update`` training episodes at
+   temperature 1.0 through :func:`agentbench.rollout.rollout`; ``on_decision``
+   records each step's prompt token ids and generated token ids.
+2. **rewards**: per step, the normalised env reward + the invalid-answer penalty
+   (+ the optional exploration bonus); dense (every step) or sparse (the episode's
+   total at its last step). See :meth:`PPOTrainer.step_rewards`.
+3. **old log-probs**: recomputed with ``sequence_logprobs`` under no_grad, in the
+   same micro-batches as the first training pass, so the first ratio is exactly 1
+   (the generation-time log-probs can differ from a recomputation, by up to ~0.8 in
+   bf16). The reference log-probs (and the values, for GAE) come from the same
+   micro-batches.
+4. **advantages**: Monte-Carlo returns-to-go minus the batch mean at the same step
+   ("mc", bandits) or GAE over a value head ("gae", tic-tac-toe); one scalar per
+   step, given to every generated token of that step.
+5. **update**: ``update_epochs`` passes of ``num_minibatches`` minibatches each;
+   the loss is the token-level clipped surrogate over the generated tokens only
+   (prompts are never scored) plus ``kl_beta`` times the per-token k3 KL to the
+   reference (:func:`ppo_token_losses`), averaged over the minibatch's tokens; plus
+   ``value_coef`` times the value MSE for GAE. Gradients accumulate over
+   micro-batches, are clipped to ``max_grad_norm``, then one optimizer and one
+   warm-up + cosine scheduler step.
+6. **log**: one JSON line per update in ``metrics.jsonl``; greedy evaluation on
+   held-out seeds every ``eval_every`` updates; checkpoints every
+   ``checkpoint_every`` (see :mod:`agentbench.rlft.checkpoint`).
+
+The reference policy is the starting model: with LoRA the SAME model with its
+adapters disabled (peft's ``disable_adapter``; no second copy in memory), with full
+fine-tuning a frozen deep copy. Randomness: rollout samples are seeded by episode
+seed (the agent's per-episode stream), minibatch order by a numpy Generator, and
+dropout (if any) by seeds from a torch Generator applied inside
+``torch.random.fork_rng``: the global RNG is never touched, and a resumed run
+continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentbench.agent.interface import Decision
+from agentbench.agent.llm import LLMAgent
+from agentbench.errors import ConfigError
+from agentbench.metrics import summarize
+from agentbench.models.transformers_backend import TransformersGenerator
+from agentbench.records import Episode, EpisodeWriter, Step
+from agentbench.rlft import checkpoint as ckpt
+from agentbench.rlft.advantages import gae, mc_baseline_advantages
+from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
+from agentbench.rlft.value_head import (
+    ValueHead,
+    capture_last_hidden,
+    hidden_size_of,
+    last_prompt_hidden,
+)
+from agentbench.rollout import play
+from agentbench.shaping import EXPLORATION_BONUS
+
+METRICS_FILE = "metrics.jsonl"
+EVAL_DIR = "eval"
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def kl_k3(new_logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi_theta || pi_ref) estimate k3 = exp(ref - new) - (ref - new) - 1.
+
+    Unbiased for tokens sampled from pi_theta, never negative, and exactly 0 where
+    the two policies agree (Schulman, "Approximating KL divergence", 2020).
+    """
+    log_ratio = ref_logprobs - new_logprobs
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def clipped_surrogate(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float,
+) -> torch.Tensor:
+    """Per-token PPO policy loss max(-A r, -A clip(r, 1-eps, 1+eps)), r = pi/pi_old.
+
+    The pessimistic (larger) loss is taken: once the ratio has moved past the clip
+    range in the direction the advantage favours, the clipped branch is chosen and
+    the token gives no gradient.
+    """
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_eps, 1 + clip_eps)
+    return torch.maximum(unclipped, clipped)
+
+
+def ppo_token_losses(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float,
+    kl_beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token loss = clipped surrogate + kl_beta * k3 KL to the reference.
+
+    All arguments are flat over the generated tokens of a micro-batch (each token
+    carries its step's advantage). Returns the per-token losses (the caller sums
+    and divides by the minibatch's token count) and detached per-token statistics.
+    """
+    policy = clipped_surrogate(new_logprobs, old_logprobs, advantages, clip_eps)
+    kl = kl_k3(new_logprobs, ref_logprobs)
+    ratio = torch.exp(new_logprobs - old_logprobs).detach()
+    stats = {
+        "policy_loss": policy.detach(),
+        "kl": kl.detach(),
+        "clipped": ((ratio - 1).abs() > clip_eps).float(),
+        "ratio_error": (ratio - 1).abs(),
+    }
+    return policy + kl_beta * kl, stats
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, lr_min: float) -> float:
+    """Multiplier of the peak lr at optimizer step ``step``: linear warm-up over
+    ``warmup_steps`` (the first step already learns), then cosine decay to ``lr_min``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return (lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
+
+
+# ---------------------------------------------------------------- rewards
+
+
+def training_rewards(episodes: Sequence[Episode], config: PPOConfig) -> list[np.ndarray]:
+    """Training reward of every step: normalised env reward + invalid penalty (+ bonus).
+
+    Normalisation: "scale" divides env rewards by ``reward_scale``; "batch_std" by
+    their standard deviation over these episodes (1 when they are all equal), which
+    needs no running state, so a resumed run computes the same rewards. The
+    exploration bonus is ``exploration_bonus * EXPLORATION_BONUS`` for a valid answer
+    whose action was not yet tried in the episode (an invalid answer earns nothing
+    for the random action played in its place). "sparse" moves each episode's total
+    to its last step. Records keep env rewards and shaping apart; only training
+    mixes them, here.
+    """
+    env_rewards = [np.array([s.reward for s in ep.steps], dtype=np.float64) for ep in episodes]
+    scale = config.reward_scale
+    if config.reward_normalisation == "batch_std":
+        std = float(np.concatenate(env_rewards).std()) if env_rewards else 0.0
+        scale = std if std > 1e-8 else 1.0
+    result = []
+    for episode, env in zip(episodes, env_rewards, strict=True):
+        rewards = env / scale
+        tried: set[int] = set()
+        for i, step in enumerate(episode.steps):
+            if not step.valid:
+                rewards[i] += config.invalid_penalty
+            elif step.action not in tried:
+                rewards[i] += config.exploration_bonus * EXPLORATION_BONUS
+            tried.add(step.action)
+        if config.reward == "sparse" and len(rewards):
+            total, rewards = rewards.sum(), np.zeros_like(rewards)
+            rewards[-1] = total
+        result.append(rewards)
+    return result
+
+
+# ---------------------------------------------------------------- rollout data
+
+
+@dataclass
+class StepSample:
+    """One decision of a rollout: what the policy saw and wrote, and where it belongs."""
+
+    episode: int  # index into RolloutBatch.episodes
+    t: int  # 1-based step index in the episode
+    prompt_ids: list[int]
+    completion_ids: list[int]
+
+
+@dataclass
+class RolloutBatch:
+    """One update's data; the tensors are filled in as the update proceeds."""
+
+    episodes: list[Episode]  # sorted by seed
+    samples: list[StepSample]  # sorted by (episode, t)
+    rewards: list[np.ndarray] = field(default_factory=list)  # training reward per episode step
+    advantages: np.ndarray = field(default_factory=lambda: np.zeros(0))  # one per sample
+    returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # value targets (gae)
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # V(s) at collection
+    old_logprobs: list[torch.Tensor] = field(default_factory=list)
+    ref_logprobs: list[torch.Tensor] = field(default_factory=list)
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class PPOTrainer:
+    """PPO on an LLM agent. ``generator`` is the starting model (a TransformersGenerator);
+    without one the trainer loads ``config.model`` from the catalog.
+
+    The trainer takes the generator's model over: LoRA adapters are injected into it
+    (in place, as peft does) or, for full fine-tuning, it is trained directly while a
+    frozen copy serves as the reference.
+    """
+
+    def __init__(self, config: PPOConfig, generator: TransformersGenerator | None = None) -> None:
+        self.config = config
+        if generator is None:
+            from agentbench.models.catalog import resolve_model
+
+            generator = resolve_model(config.model, device=config.device, dtype=config.dtype)
+        model = generator.model.eval()
+        self.reference: TransformersGenerator | None = None
+        if config.use_lora:
+            model = self._add_lora(model)
+        else:
+            model.requires_grad_(True)
+            frozen = copy.deepcopy(model).eval().requires_grad_(False)
+            for parameter in frozen.parameters():
+                parameter.grad = None  # deepcopy copies gradients too
+            self.reference = TransformersGenerator(
+                frozen,
+                generator.tokenizer,
+                name=f"{generator.name}:reference",
+                settings=generator.settings,
+            )
+        self.policy = TransformersGenerator(
+            model, generator.tokenizer, name=generator.name, settings=generator.settings
+        )
+        self.value_head: ValueHead | None = None
+        if config.advantage == "gae":
+            self.value_head = ValueHead(hidden_size_of(model)).to(self.policy.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            self.params += list(self.value_head.parameters())
+        self.optimizer = self._make_optimizer()
+        total_steps = config.total_updates * config.update_epochs * config.num_minibatches
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            partial(
+                lr_factor,
+                warmup_steps=config.warmup_steps,
+                total_steps=total_steps,
+                lr=config.learning_rate,
+                lr_min=config.lr_min,
+            ),
+        )
+        self.rng = np.random.default_rng([config.seed, 1])  # minibatch order
+        self.dropout_rng = torch.Generator().manual_seed(config.seed)  # seeds of dropout masks
+        self.update = 0  # updates completed
+        self.output_dir = Path(config.output_dir)
+
+    # -- construction helpers -----------------------------------------------------
+
+    def _add_lora(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        config = self.config
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
+        # reproducible and the caller's RNG untouched.
+        with self._forked_rng(config.seed):
+            return get_peft_model(model, lora)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        if config.optimizer == "adamw":
+            return torch.optim.AdamW(
+                self.params, lr=config.learning_rate, weight_decay=config.weight_decay
+            )
+        from transformers.optimization import Adafactor
+
+        # An external lr schedule: Adafactor's own relative step sizes are switched off.
+        return Adafactor(
+            self.params,
+            lr=config.learning_rate,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+            weight_decay=config.weight_decay,
+        )
+
+    @staticmethod
+    @contextmanager
+    def _forked_rng(seed: int) -> Iterator[None]:
+        """Seed torch's global RNGs (dropout, peft's init) inside a fork: restored after."""
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        devices = list(range(torch.cuda.device_count())) if cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed_all(seed)
+            yield
+
+    @property
+    def model(self) -> Any:
+        return self.policy.model
+
+    # -- the loop -----------------------------------------------------------------
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run updates until ``total_updates``; returns the metrics lines written."""
+        from tqdm import tqdm
+
+        config = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.update == 0 and ckpt.latest_checkpoint(self.output_dir) is not None:
+            raise ConfigError(
+                f"{self.output_dir} already holds checkpoints of a run; continue it with "
+                "PPOTrainer.resume or choose another output_dir"
+            )
+        (self.output_dir / ckpt.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        logged: list[dict[str, Any]] = []
+        if self.update == 0:
+            (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
+            if config.eval_every > 0:
+                logged.append(self._log({"update": 0, **self._evaluate_and_save()}))
+        bar = tqdm(
+            total=config.total_updates,
+            initial=self.update,
+            desc="ppo",
+            unit="update",
+            disable=not config.progress,
+        )
+        while self.update < config.total_updates:
+            started = time.perf_counter()
+            batch = self.collect(self.update)  # 1. collect
+            self.step_rewards(batch)  # 2. rewards
+            orders = [self.rng.permutation(len(batch.samples)) for _ in range(config.update_epochs)]
+            self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
+            self.compute_advantages(batch)  # 4. advantages
+            stats = self.update_policy(batch, orders)  # 5. update
+            self.update += 1
+            record = {
+                "update": self.update,
+                **self.rollout_metrics(batch),
+                **stats,
+                "seconds": time.perf_counter() - started,
+            }
+            last = self.update == config.total_updates
+            if config.eval_every > 0 and (self.update % config.eval_every == 0 or last):
+                record.update(self._evaluate_and_save())
+            logged.append(self._log(record))  # 6. log
+            if last or (config.checkpoint_every and self.update % config.checkpoint_every == 0):
+                self.save()
+            bar.update(1)
+            bar.set_postfix(ret=f"{record['return']:.2f}", invalid=f"{record['invalid_rate']:.2f}")
+        bar.close()
+        return logged
+
+    # 1. collect ---------------------------------------------------------------------
+
+    def train_seeds(self, update: int) -> list[int]:
+        """The training episodes of update ``update`` (0-based): fixed by the counter alone."""
+        first = self.config.train_seed + update * self.config.episodes_per_update
+        return list(range(first, first + self.config.episodes_per_update))
+
+    def collect(self, update: int) -> RolloutBatch:
+        """Play this update's episodes at temperature 1.0, keeping every step's token ids."""
+        config = self.config
+        agent = LLMAgent(
+            self.policy, config.agent_settings(temperature=1.0), name=f"ppo:{self.policy.name}"
+        )
+        recorded: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+
+        def record(episode: Episode, step: Step, decision: Decision) -> None:
+            generation = decision.extras.get("generation")
+            if generation is None or not generation.token_ids:
+                raise RuntimeError(
+                    f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
+                    "PPO trains only on the model's own answers"
+                )
+            recorded[(episode.seed, step.t)] = (
+                list(generation.prompt_token_ids),
+                list(generation.token_ids),
+            )
+
+        self.model.eval()
+        episodes = play(
+            agent,
+            config.env_id,
+            self.train_seeds(update),
+            num_envs=config.num_envs,
+            env_kwargs=config.env_kwargs,
+            on_decision=record,
+        )
+        samples = [
+            StepSample(index, step.t, *recorded[(episode.seed, step.t)])
+            for index, episode in enumerate(episodes)
+            for step in episode.steps
+        ]
+        if len(samples) < config.num_minibatches:
+            raise ConfigError(
+                f"a rollout of {len(samples)} steps cannot fill num_minibatches="
+                f"{config.num_minibatches}; play more episodes per update or use fewer minibatches"
+            )
+        return RolloutBatch(episodes, samples)
+
+    # 2. rewards --------------------------------------------------------------------
+
+    def step_rewards(self, batch: RolloutBatch) -> None:
+        """Training reward of every step of the rollout (:func:`training_rewards`)."""
+        batch.rewards = training_rewards(batch.episodes, self.config)
+
+    # 3. old log-probs, reference log-probs, values -------------------------------------
+
+    def score_batch(self, batch: RolloutBatch, first_order: np.ndarray) -> None:
+        """Log-probs of the sampled tokens under the current policy (the "old" policy of
+        this update) and the reference, and V(s) for GAE, without gradients.
+
+        Computed in the micro-batches of the first training pass: the same rows padded
+        the same way give bit-identical log-probs, so the first ratio is exactly 1.
+        """
+        n = len(batch.samples)
+        old: list[torch.Tensor | None] = [None] * n
+        ref: list[torch.Tensor | None] = [None] * n
+        values = np.zeros(n)
+        self.model.eval()
+        for micro in self._micro_batches(first_order):
+            prompts, completions = self._rows(batch, micro)
+            with torch.no_grad(), self._hidden(self.value_head is not None) as hidden:
+                logprobs = self.policy.sequence_logprobs(prompts, completions)
+                if self.value_head is not None:
+                    lengths = [len(c) for c in completions]
+                    micro_values = self.value_head(last_prompt_hidden(hidden[-1], lengths))
+                    values[micro] = micro_values.cpu().numpy()
+            with torch.no_grad():
+                reference = self.reference_logprobs(prompts, completions)
+            for j, i in enumerate(micro):
+                old[i], ref[i] = logprobs[j].detach(), reference[j].detach()
+        batch.old_logprobs = [t for t in old if t is not None]
+        batch.ref_logprobs = [t for t in ref if t is not None]
+        batch.values = values
+
+    def reference_logprobs(
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        """Log-probs under pi_ref: the policy with adapters disabled (LoRA) or the frozen copy."""
+        if self.reference is not None:
+            return self.reference.sequence_logprobs(prompts, completions)
+        training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                return self.policy.sequence_logprobs(prompts, completions)
+        finally:
+            self.model.train(training)
+
+    # 4. advantages ------------------------------------------------------------------
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        """One advantage per step: "mc" (batch-mean baseline) or "gae" (value head)."""
+        config = self.config
+        if config.advantage == "mc":
+            per_episode = mc_baseline_advantages(batch.rewards, config.gamma)
+            batch.advantages = np.array([per_episode[s.episode, s.t - 1] for s in batch.samples])
+            batch.returns = np.zeros(len(batch.samples))
+            return
+        index = {(s.episode, s.t): i for i, s in enumerate(batch.samples)}
+        advantages, returns = np.zeros(len(batch.samples)), np.zeros(len(batch.samples))
+        for e, rewards in enumerate(batch.rewards):
+            rows = [index[(e, t)] for t in range(1, len(rewards) + 1)]
+            adv, ret = gae(rewards, batch.values[rows], config.gamma, config.gae_lambda)
+            advantages[rows], returns[rows] = adv, ret
+        batch.advantages, batch.returns = advantages, returns
+
+    # 5. update ----------------------------------------------------------------------
+
+    def update_policy(self, batch: RolloutBatch, orders: Sequence[np.ndarray]) -> dict[str, float]:
+        """PPO epochs over minibatches; returns the update's training statistics."""
+        config = self.config
+        device = self.policy.device
+        sums: dict[str, float] = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        tokens_seen, value_loss_sum, grad_norms = 0, 0.0, []
+        ratio_start_error, lr = 0.0, float("nan")
+        self.optimizer.zero_grad(set_to_none=True)  # gradients left by whoever used the model
+        self.model.train()
+        if self.value_head is not None:
+            self.value_head.train()
+        for epoch, order in enumerate(orders):
+            for number, minibatch in enumerate(self._minibatches(order)):
+                n_tokens = sum(len(batch.samples[i].completion_ids) for i in minibatch)
+                for micro in _chunks(minibatch, config.micro_batch_size):
+                    prompts, completions = self._rows(batch, micro)
+                    lengths = [len(c) for c in completions]
+                    seed = int(torch.randint(0, 2**62, (), generator=self.dropout_rng))
+                    with (
+                        self._forked_rng(seed),
+                        self._hidden(self.value_head is not None) as hidden,
+                    ):
+                        new = torch.cat(self.policy.sequence_logprobs(prompts, completions))
+                    old = torch.cat([batch.old_logprobs[i] for i in micro])
+                    ref = torch.cat([batch.ref_logprobs[i] for i in micro])
+                    advantages = torch.tensor(
+                        np.repeat(batch.advantages[micro], lengths),
+                        dtype=torch.float32,
+                        device=device,
+                    )
+                    token_losses, stats = ppo_token_losses(
+                        new, old, ref, advantages, config.clip_eps, config.kl_beta
+                    )
+                    loss = token_losses.sum() / n_tokens
+                    if self.value_head is not None:
+                        predicted = self.value_head(last_prompt_hidden(hidden[-1], lengths))
+                        targets = torch.tensor(
+                            batch.returns[micro], dtype=torch.float32, device=predicted.device
+                        )
+                        squared = (predicted - targets).pow(2).sum()
+                        loss = loss + config.value_coef * squared / len(minibatch)
+                        value_loss_sum += float(squared.detach())
+                    loss.backward()
+                    sums["policy_loss"] += float(stats["policy_loss"].sum())
+                    sums["kl"] += float(stats["kl"].sum())
+                    sums["clip_frac"] += float(stats["clipped"].sum())
+                    tokens_seen += int(new.numel())
+                    if epoch == 0 and number == 0:  # no optimizer step yet: ratio must be 1
+                        ratio_start_error = max(
+                            ratio_start_error, float(stats["ratio_error"].max())
+                        )
+                norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+                grad_norms.append(float(norm))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        if self.value_head is not None:
+            self.value_head.eval()
+        result = {name: value / max(1, tokens_seen) for name, value in sums.items()}
+        result["grad_norm"] = float(np.mean(grad_norms))
+        result["lr"] = lr  # of the update's last optimizer step
+        result["ratio_start_error"] = ratio_start_error
+        if self.value_head is not None:
+            result["value_loss"] = value_loss_sum / (len(batch.samples) * len(orders))
+        return result
+
+    def _minibatches(self, order: np.ndarray) -> list[list[int]]:
+        """One epoch's order split into ``num_minibatches`` near-equal minibatches."""
+        return [
+            [int(i) for i in part] for part in np.array_split(order, self.config.num_minibatches)
+        ]
+
+    def _micro_batches(self, order: np.ndarray) -> Iterator[list[int]]:
+        """The micro-batches of one pass: each minibatch cut into micro_batch_size rows."""
+        for minibatch in self._minibatches(order):
+            yield from _chunks(minibatch, self.config.micro_batch_size)
+
+    @staticmethod
+    def _rows(batch: RolloutBatch, micro: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+        return (
+            [batch.samples[i].prompt_ids for i in micro],
+            [batch.samples[i].completion_ids for i in micro],
+        )
+
+    def _hidden(self, wanted: bool) -> Any:
+        return capture_last_hidden(self.model) if wanted else nullcontext([])
+
+    # 6. log, evaluate ---------------------------------------------------------------
+
+    def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        """Training-rollout metrics: env reward, regret and coverage (bandits), invalid rate,
+        the training reward, and the policy's entropy estimate (mean -log p of sampled tokens)."""
+        summary = summarize(batch.episodes)
+        steps = [step for episode in batch.episodes for step in episode.steps]
+        tokens = torch.cat(batch.old_logprobs)
+        metrics = {
+            "return": summary["return"]["mean"],
+            "mean_env_reward": float(np.mean([s.reward for s in steps])),
+            "mean_train_reward": float(np.mean(np.concatenate(batch.rewards))),
+            "invalid_rate": summary["invalid_rate"]["mean"],
+            "entropy": float(-tokens.mean()),
+            "tokens_per_step": tokens.numel() / len(batch.samples),
+        }
+        for name, key in (("final_regret", "final_regret"), ("coverage", "coverage")):
+            if key in summary:
+                metrics[name] = summary[key]["mean"]
+        return metrics
+
+    def evaluate(
+        self, seeds: Sequence[int] | None = None, temperature: float = 0.0
+    ) -> tuple[dict[str, Any], list[Episode]]:
+        """Play held-out episodes (greedy by default) and summarise them (metrics.summarize)."""
+        config = self.config
+        if seeds is None:
+            seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
+        agent = LLMAgent(
+            self.policy,
+            config.agent_settings(temperature=temperature),
+            name=f"ppo:{self.policy.name}@{self.update}",
+        )
+        self.model.eval()
+        episodes = play(
+            agent,
+            config.env_id,
+            list(seeds),
+            num_envs=config.num_envs,
+            env_kwargs=config.env_kwargs,
+        )
+        return summarize(episodes), episodes
+
+    def _evaluate_and_save(self) -> dict[str, float]:
+        summary, episodes = self.evaluate()
+        path = self.output_dir / EVAL_DIR / f"{ckpt.checkpoint_name(self.update)}.jsonl"
+        path.unlink(missing_ok=True)  # a resumed run replays this evaluation
+        with EpisodeWriter(path) as writer:
+            for episode in episodes:
+                writer.write(episode)
+        return {
+            f"eval/{name}": summary[name]["mean"]
+            for name in ("return", "invalid_rate", "final_regret", "coverage", "win_rate")
+            if name in summary
+        }
+
+    def _log(self, record: dict[str, Any]) -> dict[str, Any]:
+        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return record
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Checkpoint the current state (see :mod:`agentbench.rlft.checkpoint`)."""
+
+        def write_parts(directory: Path) -> None:
+            ckpt.save_policy(self.model, directory, self.config.use_lora)
+            if self.value_head is not None:
+                self.value_head.save(directory)
+            ckpt.save_optimizer(self.optimizer, self.scheduler, directory)
+            ckpt.save_rng(self.rng, {"dropout": self.dropout_rng}, directory)
+            (directory / ckpt.CONFIG_FILE).write_text(self.config.to_json(), encoding="utf-8")
+            (directory / ckpt.TRAINER_FILE).write_text(
+                json.dumps({"update": self.update}), encoding="utf-8"
+            )
+
+        return ckpt.write_checkpoint(
+            self.output_dir, self.update, write_parts, self.config.keep_checkpoints
+        )
+
+    def load(self, directory: str | Path) -> None:
+        """Restore the state saved in a checkpoint directory into this trainer."""
+        directory = Path(directory)
+        ckpt.load_policy(self.model, directory, self.config.use_lora)
+        if self.value_head is not None:
+            self.value_head.load(directory)
+        ckpt.load_optimizer(self.optimizer, self.scheduler, directory)
+        ckpt.load_rng(self.rng, {"dropout": self.dropout_rng}, directory)
+        state = json.loads((directory / ckpt.TRAINER_FILE).read_text(encoding="utf-8"))
+        self.update = int(state["update"])
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines of updates after the checkpoint: the resumed run redoes them."""
+        path = self.output_dir / METRICS_FILE
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["update"] <= self.update:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break  # a line cut by the kill: nothing after it is trustworthy
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    @classmethod
+    def resume(
+        cls, output_dir: str | Path, generator: TransformersGenerator | None = None
+    ) -> PPOTrainer:
+        """A trainer that continues the run in ``output_dir`` from its latest checkpoint.
+
+        ``generator`` must be the same starting model the run began with (it is the
+        base of the adapters, or the reference of full fine-tuning); without one the
+        trainer loads the config's model.
+        """
+        directory = ckpt.latest_checkpoint(output_dir)
+        if directory is None:
+            raise ConfigError(f"{output_dir} holds no checkpoint to resume from")
+        config = ppo_config_from_dict(ckpt.read_checkpoint_config(directory))
+        config.output_dir = str(output_dir)  # the run directory may have moved
+        trainer = cls(config, generator)
+        trainer.load(directory)
+        return trainer

@@ -1,0 +1,97 @@
+"""A linear value head on the policy's last hidden layer (GAE advantages, SPEC.md 3).
+
+The head reads the hidden state of the last prompt token, the position whose
+logits choose the first generated token: V(s_t) is the value of the context the
+agent answered. The hidden states are not recomputed: a forward pre-hook on the
+output embedding (the LM head) captures its input, the last hidden layer after the
+final norm (what ``output_hidden_states`` gives as its last entry), during the
+same forward pass that computes the log-probs. The head is trained with an MSE
+loss whose gradient also reaches the policy (a shared trunk, as in TRL's value-head
+models). Weights are saved as safetensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from agentbench.errors import ConfigError
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+class ValueHead(nn.Module):
+    """V(s) = w . h + b on the last hidden layer, in float32 whatever the policy's dtype.
+
+    Initialised to zeros: no random draw (nothing to seed), and the first GAE
+    advantages are then the plain discounted rewards.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1, dtype=torch.float32)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float()).squeeze(-1)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / VALUE_HEAD_FILE
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path)
+        )
+        return path
+
+    def load(self, directory: str | Path) -> None:
+        path = Path(directory) / VALUE_HEAD_FILE
+        if not path.is_file():
+            raise ConfigError(f"checkpoint {directory} has no {VALUE_HEAD_FILE}")
+        device = self.linear.weight.device
+        self.load_state_dict({k: v.to(device) for k, v in load_file(str(path)).items()})
+
+
+def hidden_size_of(model: Any) -> int:
+    """Width of the last hidden layer (the LM head's input)."""
+    head = model.get_output_embeddings()
+    if head is None or not hasattr(head, "in_features"):
+        raise ConfigError("the policy has no linear output embedding to put a value head beside")
+    return int(head.in_features)
+
+
+@contextmanager
+def capture_last_hidden(model: Any) -> Iterator[list[torch.Tensor]]:
+    """Collect the LM head's input of every forward pass run inside the block.
+
+    With ``logits_to_keep`` the backend feeds the head only the last positions, so
+    each captured tensor has shape (rows, kept positions, hidden).
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        captured.append(args[0])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def last_prompt_hidden(hidden: torch.Tensor, completion_lengths: Sequence[int]) -> torch.Tensor:
+    """Hidden state of each row's last prompt token, shape (rows, hidden).
+
+    Rows are left-padded so every completion ends at the last column: the last
+    prompt token of a row with n completion tokens sits n + 1 columns from the end.
+    """
+    width = hidden.shape[1]
+    index = torch.tensor([width - 1 - n for n in completion_lengths], device=hidden.device)
+    if (index < 0).any():
+        raise ConfigError("captured hidden states are shorter than a completion")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]

