@@ -116,6 +116,39 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.rlft import PPOTrainer, load_ppo_config
+    from agentbench.rlft.checkpoint import latest_checkpoint
+
+    config = load_ppo_config(args.config)
+    if args.out:
+        config.output_dir = args.out
+    if latest_checkpoint(config.output_dir) is not None:
+        # A run continues with the config it started with (its schedule depends on it).
+        console.print(f"resuming the run in {config.output_dir} with its own config")
+        trainer = PPOTrainer.resume(config.output_dir)
+    else:
+        trainer = PPOTrainer(config)
+    started = time.perf_counter()
+    records = trainer.train()
+    summary, _ = trainer.evaluate()
+    table = Table(title=f"held-out evaluation after {trainer.update} updates (greedy)")
+    for column in ("metric", "mean", "95% CI"):
+        table.add_column(column)
+    for name in ("return", "final_regret", "invalid_rate", "coverage", "win_rate"):
+        if isinstance(summary.get(name), dict):
+            estimate = summary[name]
+            interval = (f"[{estimate['low']:.3f}, {estimate['high']:.3f}]"
+                        if estimate["low"] is not None else "n/a")  # fmt: skip
+            table.add_row(name, f"{estimate['mean']:.3f}", interval)
+    console.print(table)
+    console.print(
+        f"{len(records)} updates in {time.perf_counter() - started:.0f} s; "
+        f"metrics and checkpoints in {config.output_dir}"
+    )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     suite = load_suite(args.suite)
     if args.agent:
@@ -207,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="report directory")
     report.add_argument("--title", help="report title")
     report.set_defaults(func=_cmd_report)
+
+    train = sub.add_parser("train", help="RL fine-tune an LLM agent with PPO (TOML config)")
+    train.add_argument("config", help="PPO config TOML (fields of agentbench.rlft.PPOConfig)")
+    train.add_argument("--out", help="output directory (overrides output_dir); resumes if it "
+                       "holds a checkpoint")  # fmt: skip
+    train.set_defaults(func=_cmd_train)
 
     run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
     run.add_argument(
