@@ -1,0 +1,292 @@
+"""Supervised fine-tuning on expert data (SPEC.md section 3, related work).
+
+Two kinds of target, both from a UCB expert playing the real env:
+
+- behaviour cloning: the expert's action only, ``format_action(label)``;
+- thought cloning: a short text UCB computation, one line per arm
+  (``label: n=3 mean=0.41 ucb=1.52`` or ``label: untried``), then
+  ``format_action(label)``.
+
+Each example's prompt is exactly the chat an :class:`~agentbench.agent.llm.LLMAgent`
+with the same :class:`ContextSettings` would see at that step: the expert is
+wrapped in an agent that calls :func:`build_context` on the very ``Turn`` the
+rollout loop hands it. The numbers of the thought come from
+:func:`arm_statistics`, :func:`empirical_means` and the expert's own
+``values`` (:func:`ucb_values` for :class:`UCBAgent`): no second formula.
+
+:func:`train_sft` minimises the cross-entropy of the target tokens (the prompt
+is masked: only completion log-probs enter the loss, via
+``TransformersGenerator.sequence_logprobs``) with AdamW and the PPO trainer's
+warm-up + cosine schedule. Seeding happens inside ``torch.random.fork_rng``
+and a ``np.random.Generator``; no global RNG is touched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentbench.agent.context import ContextSettings, build_context
+from agentbench.agent.interface import Decision, Turn
+from agentbench.agent.parsing import format_action
+from agentbench.baselines.bandit import UCBAgent, ucb_values
+from agentbench.envs.protocol import format_reward
+from agentbench.errors import ConfigError
+from agentbench.metrics import arm_statistics, empirical_means
+from agentbench.models.interface import Chat
+from agentbench.records import Episode, Step
+from agentbench.rlft.ppo import lr_factor
+from agentbench.rollout import play
+
+MODES = ("behaviour", "thought")
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One supervised example: the agent's chat at a step and the expert's answer."""
+
+    chat: Chat  # the context the LLM agent would see (build_context)
+    target: str  # the answer to clone: ACTION=X, or the UCB thought then ACTION=X
+    seed: int  # episode seed
+    t: int  # 1-based step of the episode
+    action: int  # the expert's action index
+    label: str  # its label
+
+
+def ucb_thought(
+    labels: Sequence[str], history: Sequence[Step], expert: Any | None = None
+) -> tuple[str, np.ndarray]:
+    """The per-arm UCB lines for ``history`` and the UCB values they show.
+
+    ``expert.values(counts, sums, t)`` gives the values when the expert has that
+    method (:class:`UCBAgent`), else :func:`ucb_values` with its default ``c``.
+    """
+    counts, sums = arm_statistics(history, len(labels))
+    means = empirical_means(counts, sums)
+    t = len(history)
+    values_of = getattr(expert, "values", None)
+    values = values_of(counts, sums, t) if callable(values_of) else ucb_values(counts, sums, t)
+    lines = []
+    for label, n, mean, value in zip(labels, counts, means, values, strict=True):
+        if n == 0:
+            lines.append(f"{label}: untried")
+        else:
+            lines.append(f"{label}: n={int(n)} mean={format_reward(mean)} ucb={value:.2f}")
+    return "\n".join(lines), values
+
+
+def expert_target(
+    mode: str, labels: Sequence[str], history: Sequence[Step], action: int, expert: Any = None
+) -> str:
+    """The target text for the expert's ``action`` after ``history``."""
+    answer = format_action(labels[action])
+    if mode == "behaviour":
+        return answer
+    if mode == "thought":
+        thought, _ = ucb_thought(labels, history, expert)
+        return f"{thought}\n{answer}"
+    raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+@dataclass
+class _RecordingExpert:
+    """The expert, plus the LLM agent's prompt and the SFT target in each Decision's extras."""
+
+    expert: Any
+    mode: str
+    context: ContextSettings
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"sft-data({getattr(self.expert, 'name', 'expert')})"
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        decisions = self.expert.act(turns)
+        for turn, decision in zip(turns, decisions, strict=True):
+            if decision.action is None:
+                raise ConfigError(f"expert {self.name!r} gave no action; it must always act")
+            labels = turn.env.action_labels()
+            decision.extras["sft_chat"] = build_context(turn.env, turn.history, self.context)
+            decision.extras["sft_target"] = expert_target(
+                self.mode, labels, turn.history, int(decision.action), self.expert
+            )
+        return decisions
+
+    def supports(self, family: str) -> bool:
+        return self.expert.supports(family)
+
+
+def expert_dataset(
+    env_id: str,
+    seeds: Iterable[int],
+    mode: str = "behaviour",
+    expert: Any | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    context: ContextSettings | None = None,
+) -> list[SFTExample]:
+    """Play ``expert`` (default :class:`UCBAgent`) on ``env_id`` and record one example per step.
+
+    ``context`` defaults to the LLM agent's default context, with ``cot`` on for
+    thought cloning and off for behaviour cloning. Examples are ordered by seed,
+    then step.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    expert = UCBAgent() if expert is None else expert
+    context = ContextSettings(cot=mode == "thought") if context is None else context
+    agent = _RecordingExpert(expert, mode, context)
+    examples: list[SFTExample] = []
+
+    def record(episode: Episode, step: Step, decision: Decision) -> None:
+        examples.append(
+            SFTExample(
+                chat=decision.extras["sft_chat"],
+                target=decision.extras["sft_target"],
+                seed=episode.seed,
+                t=step.t,
+                action=int(decision.action),  # type: ignore[arg-type]
+                label=episode.action_labels[int(decision.action)],  # type: ignore[arg-type]
+            )
+        )
+
+    play(agent, env_id, list(seeds), env_kwargs=env_kwargs, on_decision=record)
+    examples.sort(key=lambda ex: (ex.seed, ex.t))
+    return examples
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning settings."""
+
+    learning_rate: float = 1e-4  # peak AdamW learning rate
+    lr_min: float = 1e-6  # end of the cosine decay
+    warmup_steps: int = 0  # linear warm-up optimizer steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    epochs: int = 1  # passes over the examples
+    batch_size: int = 16  # examples per optimizer step
+    micro_batch_size: int = 16  # examples per forward pass (gradient accumulation)
+    max_grad_norm: float = 1.0  # gradient clipping
+    max_examples: int | None = None  # use at most this many examples (a seeded random subset)
+    seed: int = 0  # shuffling, subset and dropout seed
+    progress: bool = False  # print one line per epoch
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.lr_min < 0 or self.lr_min > self.learning_rate:
+            raise ConfigError("need learning_rate > 0 and 0 <= lr_min <= learning_rate")
+        for name in ("epochs", "batch_size", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ConfigError(f"max_examples must be >= 1 or None, got {self.max_examples}")
+
+
+@dataclass
+class _Encoded:
+    prompts: list[list[int]] = field(default_factory=list)
+    targets: list[list[int]] = field(default_factory=list)
+
+
+def encode_examples(generator: Any, examples: Sequence[SFTExample]) -> _Encoded:
+    """Prompt ids (the rendered chat, as the agent's generation sees it) and target ids,
+    the target closed by the end-of-turn token so the model learns to stop."""
+    tokenizer = generator.tokenizer
+    end = tokenizer.eos_token_id
+    encoded = _Encoded()
+    for example in examples:
+        encoded.prompts.append(generator.encode_chat(example.chat))
+        ids = list(tokenizer(example.target, add_special_tokens=False)["input_ids"])
+        encoded.targets.append(ids + ([int(end)] if end is not None else []))
+    return encoded
+
+
+@contextmanager
+def _forked_rng(seed: int) -> Iterator[None]:
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
+
+
+def train_sft(
+    generator: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig()
+) -> list[dict[str, Any]]:
+    """Fine-tune ``generator.model`` in place on ``examples``; one record per epoch.
+
+    Loss: mean negative log-likelihood per target token (prompt tokens masked).
+    Records hold ``epoch``, ``loss`` (the epoch's mean training token loss),
+    ``tokens``, ``steps`` (optimizer steps so far), ``lr`` and ``seconds``.
+    """
+    if not examples:
+        raise ConfigError("no SFT examples to train on")
+    rng = np.random.default_rng(config.seed)
+    chosen = list(examples)
+    if config.max_examples is not None and len(chosen) > config.max_examples:
+        keep = np.sort(rng.choice(len(chosen), size=config.max_examples, replace=False))
+        chosen = [chosen[int(i)] for i in keep]
+    data = encode_examples(generator, chosen)
+    model = generator.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(chosen) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(
+            step, config.warmup_steps, total, config.learning_rate, config.lr_min
+        ),
+    )
+    dropout_seeds = rng.integers(0, 2**62, size=total * max(1, config.batch_size))
+    records: list[dict[str, Any]] = []
+    step = 0
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    model.train()
+    try:
+        for epoch in range(config.epochs):
+            order = rng.permutation(len(chosen))
+            loss_sum, token_sum = 0.0, 0
+            for first in range(0, len(order), config.batch_size):
+                batch = [int(i) for i in order[first : first + config.batch_size]]
+                n_tokens = sum(len(data.targets[i]) for i in batch)
+                for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
+                    micro = batch[micro_start : micro_start + config.micro_batch_size]
+                    with _forked_rng(int(dropout_seeds[step * config.batch_size + m])):
+                        logprobs = generator.sequence_logprobs(
+                            [data.prompts[i] for i in micro], [data.targets[i] for i in micro]
+                        )
+                    nll = -torch.cat(logprobs).sum()
+                    (nll / n_tokens).backward()
+                    loss_sum += float(nll.detach())
+                token_sum += n_tokens
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(1, token_sum),
+                "tokens": token_sum,
+                "steps": step,
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
+            records.append(record)
+            if config.progress:
+                print(f"sft epoch {record['epoch']}: loss {record['loss']:.4f}", flush=True)
+    finally:
+        model.eval()
+    return records
