@@ -10,15 +10,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from fixed_bandits import fixed_arms_bandit, one_torch_thread, registered
 
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
-from agentbench.envs import register_env
-from agentbench.envs import registration as env_registration
-from agentbench.envs.bandits import MultiArmedBanditEnv
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import TURN_END, tiny_generator
 from agentbench.records import Episode, Step
@@ -47,40 +44,19 @@ FIXED_ENV = "agentbench-test/FixedArmsBandit-v0"
 FIXED_MEANS = (0.2, 0.8)  # arm 1 is always best: regret falls only if the policy learns it
 
 
-class FixedArmsBandit(MultiArmedBanditEnv):
-    """A Gaussian bandit (sigma 0.1) whose arm means are the same in every episode.
-
-    A random-init tiny model cannot learn in-context bandit play in a CPU test; with
-    fixed means, lower regret means the policy learned from rewards which arm pays.
-    """
-
-    def __init__(self, horizon: int = 5, render_mode: str | None = None) -> None:
-        super().__init__("gaussian", len(FIXED_MEANS), "low", "continuous", horizon, render_mode)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        observation, info = super().reset(seed=seed, options=options)
-        self._means = np.array(FIXED_MEANS)
-        noise = self.np_random.standard_normal(self._tape.shape)
-        self._tape = self._means[:, None] + 0.1 * noise
-        return observation, info
+FixedArmsBandit = fixed_arms_bandit(FIXED_MEANS)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fixed_env():
-    register_env(FIXED_ENV, FixedArmsBandit, family="mab", description="test", preset=False)
-    yield FIXED_ENV
-    gym.registry.pop(FIXED_ENV, None)
-    env_registration._PRESETS.pop(FIXED_ENV, None)
+    with registered(FIXED_ENV, FixedArmsBandit) as env_id:
+        yield env_id
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The test machine has 2 cores shared with other jobs: two OpenMP threads fighting
-    # for them made tiny-model rollouts ~50x slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def torch_threads():
+    with one_torch_thread():
+        yield
 
 
 # ---------------------------------------------------------------- advantages

@@ -9,19 +9,15 @@ import math
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
-import torch
+from fixed_bandits import fixed_arms_bandit, one_torch_thread, registered
 
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
 from agentbench.agent.parsing import format_action, parse_action
 from agentbench.baselines import make_agent
 from agentbench.baselines.bandit import UCBAgent, ucb_values
-from agentbench.envs import register_env
-from agentbench.envs import registration as env_registration
-from agentbench.envs.bandits import MultiArmedBanditEnv
 from agentbench.errors import ConfigError
 from agentbench.metrics import summarize
 from agentbench.models.tiny import tiny_generator
@@ -36,35 +32,19 @@ TRAIN_SEEDS = range(48)
 EVAL_SEEDS = range(10_000, 10_032)  # held out
 
 
-class SFTFixedArmsBandit(MultiArmedBanditEnv):
-    """A Gaussian bandit (sigma 0.1) with the same arm means in every episode."""
-
-    def __init__(self, horizon: int = HORIZON, render_mode: str | None = None) -> None:
-        super().__init__("gaussian", len(MEANS), "low", "continuous", horizon, render_mode)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        observation, info = super().reset(seed=seed, options=options)
-        self._means = np.array(MEANS)
-        noise = self.np_random.standard_normal(self._tape.shape)
-        self._tape = self._means[:, None] + 0.1 * noise
-        return observation, info
+SFTFixedArmsBandit = fixed_arms_bandit(MEANS, HORIZON)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sft_env():
-    register_env(SFT_ENV, SFTFixedArmsBandit, family="mab", description="test", preset=False)
-    yield SFT_ENV
-    gym.registry.pop(SFT_ENV, None)
-    env_registration._PRESETS.pop(SFT_ENV, None)
+    with registered(SFT_ENV, SFTFixedArmsBandit) as env_id:
+        yield env_id
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # 2 shared cores: one thread is far faster than two fighting (see tests/test_rlft.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def torch_threads():
+    with one_torch_thread():
+        yield
 
 
 # ---------------------------------------------------------------- dataset

@@ -212,6 +212,22 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
 # ---------------------------------------------------------------- the trainer
 
 
+@contextmanager
+def forked_torch_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNGs (dropout, peft's init) inside a fork: restored after.
+
+    Dropout and peft draw from the global generators; forking keeps the caller's
+    state untouched while making these draws reproducible from ``seed``.
+    """
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
+
+
 class PPOTrainer:
     """PPO on an LLM agent. ``generator`` is the starting model (a TransformersGenerator);
     without one the trainer loads ``config.model`` from the catalog.
@@ -283,7 +299,7 @@ class PPOTrainer:
         )
         # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
         # reproducible and the caller's RNG untouched.
-        with self._forked_rng(config.seed):
+        with forked_torch_rng(config.seed):
             return get_peft_model(model, lora)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -303,18 +319,6 @@ class PPOTrainer:
             warmup_init=False,
             weight_decay=config.weight_decay,
         )
-
-    @staticmethod
-    @contextmanager
-    def _forked_rng(seed: int) -> Iterator[None]:
-        """Seed torch's global RNGs (dropout, peft's init) inside a fork: restored after."""
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        devices = list(range(torch.cuda.device_count())) if cuda else []
-        with torch.random.fork_rng(devices=devices):
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                torch.cuda.manual_seed_all(seed)
-            yield
 
     @property
     def model(self) -> Any:
@@ -509,7 +513,7 @@ class PPOTrainer:
                     lengths = [len(c) for c in completions]
                     seed = int(torch.randint(0, 2**62, (), generator=self.dropout_rng))
                     with (
-                        self._forked_rng(seed),
+                        forked_torch_rng(seed),
                         self._hidden(self.value_head is not None) as hidden,
                     ):
                         new = torch.cat(self.policy.sequence_logprobs(prompts, completions))

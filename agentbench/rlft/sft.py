@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Episode, Step
-from agentbench.rlft.ppo import lr_factor
+from agentbench.rlft.ppo import forked_torch_rng, lr_factor
 from agentbench.rollout import play
 
 MODES = ("behaviour", "thought")
@@ -208,17 +207,6 @@ def encode_examples(generator: Any, examples: Sequence[SFTExample]) -> _Encoded:
     return encoded
 
 
-@contextmanager
-def _forked_rng(seed: int) -> Iterator[None]:
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed_all(seed)
-        yield
-
-
 def train_sft(
     generator: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig()
 ) -> list[dict[str, Any]]:
@@ -262,7 +250,7 @@ def train_sft(
                 n_tokens = sum(len(data.targets[i]) for i in batch)
                 for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
                     micro = batch[micro_start : micro_start + config.micro_batch_size]
-                    with _forked_rng(int(dropout_seeds[step * config.batch_size + m])):
+                    with forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])):
                         logprobs = generator.sequence_logprobs(
                             [data.prompts[i] for i in micro], [data.targets[i] for i in micro]
                         )
