@@ -17,8 +17,10 @@ rollout loop hands it. The numbers of the thought come from
 :func:`train_sft` minimises the cross-entropy of the target tokens (the prompt
 is masked: only completion log-probs enter the loss, via
 ``TransformersGenerator.sequence_logprobs``) with AdamW and the PPO trainer's
-warm-up + cosine schedule. Seeding happens inside ``torch.random.fork_rng``
-and a ``np.random.Generator``; no global RNG is touched.
+warm-up + cosine schedule. Its loop, :func:`train_on_targets`, works on token ids
+and is also the training step of expert iteration and return-conditioned training.
+Seeding happens inside ``torch.random.fork_rng`` and a ``np.random.Generator``; no
+global RNG is touched.
 """
 
 from __future__ import annotations
@@ -218,12 +220,33 @@ def train_sft(
     """
     if not examples:
         raise ConfigError("no SFT examples to train on")
+    data = encode_examples(generator, examples)
+    return train_on_targets(generator, data.prompts, data.targets, config)
+
+
+def train_on_targets(
+    generator: Any,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    config: SFTConfig = SFTConfig(),
+    name: str = "sft",
+) -> list[dict[str, Any]]:
+    """The cross-entropy loop shared by SFT, expert iteration and return-conditioned
+    training: fine-tune ``generator.model`` in place on (prompt ids, target ids) pairs.
+
+    Only the target tokens enter the loss (``sequence_logprobs`` scores the completion
+    alone): the mean negative log-likelihood per target token of each batch, with AdamW,
+    the PPO trainer's warm-up + cosine schedule and gradient clipping. One record per
+    epoch (see :func:`train_sft`); ``name`` labels the progress lines.
+    """
+    if len(prompts) != len(targets):
+        raise ConfigError(f"got {len(targets)} targets for {len(prompts)} prompts")
+    if not prompts:
+        raise ConfigError(f"no {name} examples to train on")
     rng = np.random.default_rng(config.seed)
-    chosen = list(examples)
+    chosen = list(range(len(prompts)))
     if config.max_examples is not None and len(chosen) > config.max_examples:
-        keep = np.sort(rng.choice(len(chosen), size=config.max_examples, replace=False))
-        chosen = [chosen[int(i)] for i in keep]
-    data = encode_examples(generator, chosen)
+        chosen = [int(i) for i in np.sort(rng.choice(len(chosen), config.max_examples, False))]
     model = generator.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -246,13 +269,13 @@ def train_sft(
             order = rng.permutation(len(chosen))
             loss_sum, token_sum = 0.0, 0
             for first in range(0, len(order), config.batch_size):
-                batch = [int(i) for i in order[first : first + config.batch_size]]
-                n_tokens = sum(len(data.targets[i]) for i in batch)
+                batch = [chosen[int(i)] for i in order[first : first + config.batch_size]]
+                n_tokens = sum(len(targets[i]) for i in batch)
                 for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
                     micro = batch[micro_start : micro_start + config.micro_batch_size]
                     with forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])):
                         logprobs = generator.sequence_logprobs(
-                            [data.prompts[i] for i in micro], [data.targets[i] for i in micro]
+                            [prompts[i] for i in micro], [targets[i] for i in micro]
                         )
                     nll = -torch.cat(logprobs).sum()
                     (nll / n_tokens).backward()
@@ -274,7 +297,7 @@ def train_sft(
             }
             records.append(record)
             if config.progress:
-                print(f"sft epoch {record['epoch']}: loss {record['loss']:.4f}", flush=True)
+                print(f"{name} epoch {record['epoch']}: loss {record['loss']:.4f}", flush=True)
     finally:
         model.eval()
     return records
