@@ -15,6 +15,7 @@ import numpy as np
 
 from agentbench.agent.parsing import PLACEHOLDER, format_action
 from agentbench.envs.protocol import TextEnv, format_reward, format_transition
+from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Step
@@ -29,6 +30,7 @@ DIRECT_INSTRUCTION = (
 )
 QUESTION = "Step {step}: which action do you take?"
 NO_HISTORY = "No steps taken yet."
+RETURN_LINE = "Target return: {token}."  # return-conditioned RL (SPEC.md 3)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class ContextSettings:
     cot: bool = True  # think, then ACTION=X; False: ACTION=X only
     history_length: int | None = 50  # C: how many past transitions to show; None = all
     summary: bool = False  # append per-action count and mean reward (context summary)
+    return_token: str | None = None  # return-conditioned RL: "good" / "bad"; None = no line
+
+    def __post_init__(self) -> None:
+        token = self.return_token
+        if token is not None and (not token.strip() or "\n" in token):
+            raise ConfigError(f"return_token must be one non-empty line or None, got {token!r}")
 
 
 def history_lines(
@@ -107,6 +115,9 @@ def build_context(
     state = env.state_text()
     if state:
         parts.append(state)
+    if settings.return_token is not None:
+        # Just before the question: the same distance from the answer at every step.
+        parts.append(RETURN_LINE.format(token=settings.return_token))
     parts.append(QUESTION.format(step=len(history) + 1))
     return [{"role": "user", "content": "\n\n".join(parts)}]
 

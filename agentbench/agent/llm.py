@@ -51,6 +51,7 @@ class LLMAgentSettings:
     self_correction: bool = False  # a second pass sees the first answer and may revise it
     self_consistency: int = 1  # k samples with majority vote (SPEC: 16); 1 = off
     consistency_temperature: float = 1.0  # sampling temperature of the k samples
+    return_token: str | None = None  # return-conditioned RL: "Target return: X." in the context
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -63,11 +64,12 @@ class LLMAgentSettings:
             raise ConfigError(f"self_consistency must be at least 1, got {self.self_consistency}")
         if self.temperature < 0 or self.consistency_temperature < 0:
             raise ConfigError("temperatures must be >= 0")
+        _ = self.context  # ContextSettings checks return_token
 
     @property
     def context(self) -> ContextSettings:
         return ContextSettings(cot=self.cot, history_length=self.history_length,
-                               summary=self.summary)  # fmt: skip
+                               summary=self.summary, return_token=self.return_token)  # fmt: skip
 
     @property
     def max_new_tokens(self) -> int:
