@@ -5,7 +5,8 @@ for all live envs in one call (an LLM agent batches its generation). When an
 episode ends, its slot starts the next seed, so episodes of different lengths
 (tic-tac-toe) keep the batch full. Every random draw is seeded from the
 episode's seed, never from the batch composition: the same seed gives the
-same episode whatever ``num_envs`` is.
+same episode whatever ``num_envs`` is (``sample`` gives a seed further
+independent streams for the agent).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from agentbench.agent.interface import Agent, Decision, Turn
 from agentbench.envs import get_preset, make, text_env
 from agentbench.envs.protocol import TextEnv
+from agentbench.errors import ConfigError
 from agentbench.records import Episode, Step, to_jsonable
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
@@ -29,9 +31,19 @@ _AGENT_STREAM = 1  # the agent's own draws (random baseline, epsilon, sampling)
 _FALLBACK_STREAM = 2  # the random legal action that replaces an invalid answer
 
 
-def agent_rng(seed: int) -> np.random.Generator:
-    """The agent's generator for the episode with this seed."""
-    return np.random.default_rng([seed, _AGENT_STREAM])
+def agent_rng(seed: int, sample: int = 0) -> np.random.Generator:
+    """The agent's generator for the episode with this seed.
+
+    ``sample`` j > 0 gives sample j of the same seed its own stream (the k samples per
+    context of expert iteration): the env, so its reward tape, and the fallback for an
+    invalid answer stay the seed's, while the agent's draws (the LLM's sampling seeds,
+    epsilon) differ. Sample 0 is the stream of every ordinary rollout.
+    """
+    if sample < 0:
+        raise ConfigError(f"sample must be 0 or more, got {sample}")
+    return np.random.default_rng(
+        [seed, _AGENT_STREAM] if sample == 0 else [seed, _AGENT_STREAM, sample]
+    )
 
 
 @dataclass
@@ -55,6 +67,7 @@ def rollout(
     on_episode: Callable[[Episode], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     on_decision: Callable[[Episode, Step, Decision], None] | None = None,
+    sample: int = 0,
 ) -> list[Episode]:
     """Play one episode per seed and return the episodes in the order they finished.
 
@@ -62,14 +75,15 @@ def rollout(
     steps taken by each batched decision step (for progress bars);
     ``on_decision`` every recorded step with the agent's full Decision (its
     extras hold what the records leave out, e.g. token ids and log-probs for
-    RL fine-tuning).
+    RL fine-tuning). ``sample`` picks the agent's random stream of every seed
+    (:func:`agent_rng`); 0, the default, is the stream evaluations use.
     """
     env_kwargs = dict(env_kwargs or {})
     family = get_preset(env_id).family
     pending = deque(int(seed) for seed in seeds)
     envs = [make(env_id, **env_kwargs) for _ in range(min(num_envs, len(pending)))]
-    slots: list[_Slot] = [_start(env, env_id, env_kwargs, family, agent, pending.popleft())
-                          for env in envs]  # fmt: skip
+    slots: list[_Slot] = [_start(env, env_id, env_kwargs, family, agent, pending.popleft(),
+                                 sample) for env in envs]  # fmt: skip
     finished: list[Episode] = []
     while slots:
         turns = [
@@ -96,7 +110,7 @@ def rollout(
                 on_episode(slot.episode)
             if pending:
                 still_live.append(_start(slot.env, env_id, env_kwargs, family, agent,
-                                         pending.popleft()))  # fmt: skip
+                                         pending.popleft(), sample))  # fmt: skip
             else:
                 slot.env.close()
         slots = still_live
@@ -104,7 +118,13 @@ def rollout(
 
 
 def _start(
-    env: gym.Env, env_id: str, env_kwargs: dict[str, Any], family: str, agent: Agent, seed: int
+    env: gym.Env,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    family: str,
+    agent: Agent,
+    seed: int,
+    sample: int,
 ) -> _Slot:
     observation, info = env.reset(seed=seed)
     view = text_env(env)
@@ -118,7 +138,7 @@ def _start(
         family=family,
     )
     fallback = np.random.default_rng([seed, _FALLBACK_STREAM])
-    return _Slot(env, view, episode, observation, info, agent_rng(seed), fallback)
+    return _Slot(env, view, episode, observation, info, agent_rng(seed, sample), fallback)
 
 
 def _advance(slot: _Slot, proposed: int | None, text: str) -> bool:
