@@ -9,8 +9,9 @@ had not stopped:
 - the value head (GAE only);
 - optimizer and LR-scheduler state: tensors in ``optimizer.safetensors``, every
   other entry (step counts, hyper-parameters) in JSON;
-- RNG states: the numpy Generator's ``bit_generator.state`` as JSON, torch
-  generator states as uint8 tensors in ``rng.safetensors``;
+- RNG states of every training process (one, or one per ``accelerate launch``
+  process): the numpy Generator's ``bit_generator.state`` and the torch
+  generators' byte states, as JSON;
 - the update counter and the config as JSON.
 
 Layout: ``<output_dir>/checkpoints/update_000010/``. A checkpoint is written to a
@@ -20,6 +21,7 @@ is replaced last, so a run killed while saving resumes from the previous one.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -41,7 +43,7 @@ FULL_WEIGHTS_FILE = "model.safetensors"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's name for safetensors adapters
 OPTIMIZER_TENSORS, OPTIMIZER_JSON = "optimizer.safetensors", "optimizer.json"
 SCHEDULER_JSON = "scheduler.json"
-RNG_TENSORS, RNG_JSON = "rng.safetensors", "rng.json"
+RNG_JSON = "rng.json"
 
 
 def checkpoint_name(update: int) -> str:
@@ -95,6 +97,33 @@ def load_policy(model: Any, directory: Path, use_lora: bool) -> None:
             f"weights in {path} do not fit the model (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(unexpected)[:3]}); resume with the same base model"
         )
+
+
+def export_model(model: Any, tokenizer: Any, directory: str | Path) -> Path:
+    """Write a standalone Hugging Face model directory (config, safetensors weights,
+    tokenizer) that every model name in agentbench accepts (``agentbench run`` with
+    ``model = "<directory>"``, ``resolve_model``, ``PPOConfig.model``).
+
+    LoRA adapters are merged into a copy of the model; ``model`` itself is left as
+    it is. The directory is staged and renamed into place, so a reader never sees a
+    half-written model.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    standalone = copy.deepcopy(model)
+    if hasattr(standalone, "merge_and_unload"):  # a peft model: fold the adapters in
+        standalone = standalone.merge_and_unload()
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    try:
+        standalone.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
 
 
 # ---------------------------------------------------------------- optimizer / scheduler
@@ -160,22 +189,38 @@ def load_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: 
 # ---------------------------------------------------------------- RNG
 
 
-def save_rng(
-    rng: np.random.Generator, torch_rngs: dict[str, torch.Generator], directory: Path
-) -> None:
-    _write_json(directory / RNG_JSON, {"numpy": rng.bit_generator.state})
-    save_file({name: g.get_state() for name, g in torch_rngs.items()}, str(directory / RNG_TENSORS))
+def rng_state(rng: np.random.Generator, torch_rngs: dict[str, torch.Generator]) -> dict[str, Any]:
+    """One process's RNG states as JSON values (torch states as lists of bytes)."""
+    return {
+        "numpy": rng.bit_generator.state,
+        "torch": {name: g.get_state().tolist() for name, g in torch_rngs.items()},
+    }
+
+
+def save_rng(states: list[dict[str, Any]], directory: Path) -> None:
+    """The :func:`rng_state` of every training process, in rank order."""
+    _write_json(directory / RNG_JSON, {"processes": states})
 
 
 def load_rng(
-    rng: np.random.Generator, torch_rngs: dict[str, torch.Generator], directory: Path
+    rng: np.random.Generator,
+    torch_rngs: dict[str, torch.Generator],
+    directory: Path,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> None:
-    for name in (RNG_JSON, RNG_TENSORS):
-        _require(directory / name)
-    rng.bit_generator.state = _read_json(directory / RNG_JSON)["numpy"]
-    states = load_file(str(directory / RNG_TENSORS))
+    """Restore process ``rank``'s RNG states; the run must resume with as many processes."""
+    _require(directory / RNG_JSON)
+    states = _read_json(directory / RNG_JSON).get("processes", [])
+    if len(states) != world_size:
+        raise ConfigError(
+            f"the checkpoint {directory} was written by {len(states)} training process(es); "
+            f"resume it with that many, not {world_size}"
+        )
+    state = states[rank]
+    rng.bit_generator.state = state["numpy"]
     for name, generator in torch_rngs.items():
-        generator.set_state(states[name])
+        generator.set_state(torch.tensor(state["torch"][name], dtype=torch.uint8))
 
 
 # ---------------------------------------------------------------- whole checkpoint

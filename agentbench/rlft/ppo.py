@@ -61,6 +61,7 @@ from agentbench.records import Episode, EpisodeWriter, Step
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.advantages import gae, mc_baseline_advantages
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
+from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -72,6 +73,7 @@ from agentbench.shaping import EXPLORATION_BONUS
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
+TENSORBOARD_DIR = "tensorboard"
 
 
 # ---------------------------------------------------------------- the loss
@@ -228,6 +230,41 @@ def forked_torch_rng(seed: int) -> Iterator[None]:
         yield
 
 
+def add_lora(
+    model: Any,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: list[str] | str = "all-linear",
+    seed: int = 0,
+) -> Any:
+    """``model`` with peft LoRA adapters injected (in place, as peft does); only the
+    adapters are trainable. With a bf16 model peft keeps the adapters in float32."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
+    # reproducible and the caller's RNG untouched.
+    with forked_torch_rng(seed):
+        return get_peft_model(model, lora)
+
+
+def _require_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "tensorboard = true needs the tensorboard package: "
+            'pip install "agentbench[tensorboard]" (or pip install tensorboard)'
+        )
+
+
 class PPOTrainer:
     """PPO on an LLM agent. ``generator`` is the starting model (a TransformersGenerator);
     without one the trainer loads ``config.model`` from the catalog.
@@ -239,14 +276,23 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig, generator: TransformersGenerator | None = None) -> None:
         self.config = config
+        self.parallel = DataParallel.from_environment()  # one process unless launched in many
         if generator is None:
             from agentbench.models.catalog import resolve_model
 
-            generator = resolve_model(config.model, device=config.device, dtype=config.dtype)
+            device = config.device or self.parallel.device
+            generator = resolve_model(config.model, device=device, dtype=config.dtype)
         model = generator.model.eval()
         self.reference: TransformersGenerator | None = None
         if config.use_lora:
-            model = self._add_lora(model)
+            model = add_lora(
+                model,
+                config.lora_r,
+                config.lora_alpha,
+                config.lora_dropout,
+                config.lora_target_modules,
+                config.seed,
+            )
         else:
             model.requires_grad_(True)
             frozen = copy.deepcopy(model).eval().requires_grad_(False)
@@ -279,28 +325,17 @@ class PPOTrainer:
                 lr_min=config.lr_min,
             ),
         )
-        self.rng = np.random.default_rng([config.seed, 1])  # minibatch order
-        self.dropout_rng = torch.Generator().manual_seed(config.seed)  # seeds of dropout masks
+        rank = self.parallel.rank
+        self.rng = np.random.default_rng([config.seed, 1, rank])  # minibatch order
+        dropout_seed = np.random.SeedSequence([config.seed, 2, rank]).generate_state(1)[0]
+        self.dropout_rng = torch.Generator().manual_seed(int(dropout_seed))  # dropout masks
         self.update = 0  # updates completed
         self.output_dir = Path(config.output_dir)
+        self._tensorboard: Any = None  # SummaryWriter, opened by train() on the main process
+        if config.tensorboard:
+            _require_tensorboard()
 
     # -- construction helpers -----------------------------------------------------
-
-    def _add_lora(self, model: Any) -> Any:
-        from peft import LoraConfig, get_peft_model
-
-        config = self.config
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
-        # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
-        # reproducible and the caller's RNG untouched.
-        with forked_torch_rng(config.seed):
-            return get_peft_model(model, lora)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         config = self.config
@@ -331,16 +366,24 @@ class PPOTrainer:
         from tqdm import tqdm
 
         config = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        main = self.parallel.is_main
         if self.update == 0 and ckpt.latest_checkpoint(self.output_dir) is not None:
             raise ConfigError(
                 f"{self.output_dir} already holds checkpoints of a run; continue it with "
                 "PPOTrainer.resume or choose another output_dir"
             )
-        (self.output_dir / ckpt.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        self.parallel.barrier()  # every process has looked before the main one writes
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / ckpt.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        if config.tensorboard and main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.output_dir / TENSORBOARD_DIR))
         logged: list[dict[str, Any]] = []
         if self.update == 0:
-            (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
+            if main:
+                (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
             if config.eval_every > 0:
                 logged.append(self._log({"update": 0, **self._evaluate_and_save()}))
         bar = tqdm(
@@ -348,7 +391,7 @@ class PPOTrainer:
             initial=self.update,
             desc="ppo",
             unit="update",
-            disable=not config.progress,
+            disable=not (config.progress and main),
         )
         while self.update < config.total_updates:
             started = time.perf_counter()
@@ -374,6 +417,9 @@ class PPOTrainer:
             bar.update(1)
             bar.set_postfix(ret=f"{record['return']:.2f}", invalid=f"{record['invalid_rate']:.2f}")
         bar.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         return logged
 
     # 1. collect ---------------------------------------------------------------------
@@ -404,25 +450,38 @@ class PPOTrainer:
             )
 
         self.model.eval()
-        episodes = play(
+        seeds = self.train_seeds(update)
+        local = play(
             agent,
             config.env_id,
-            self.train_seeds(update),
+            self.parallel.shard(seeds),
             num_envs=config.num_envs,
             env_kwargs=config.env_kwargs,
             on_decision=record,
         )
+        episodes = self._gather_episodes(local)  # every process sees the whole rollout
         samples = [
             StepSample(index, step.t, *recorded[(episode.seed, step.t)])
             for index, episode in enumerate(episodes)
+            if (episode.seed, 1) in recorded
             for step in episode.steps
         ]
-        if len(samples) < config.num_minibatches:
+        shares = self.parallel.gather_json(len(samples))  # each process's steps
+        if min(shares) < config.num_minibatches:
+            per_process = " per process" if self.parallel.active else ""
             raise ConfigError(
-                f"a rollout of {len(samples)} steps cannot fill num_minibatches="
+                f"a rollout of {int(min(shares))} steps{per_process} cannot fill num_minibatches="
                 f"{config.num_minibatches}; play more episodes per update or use fewer minibatches"
             )
         return RolloutBatch(episodes, samples)
+
+    def _gather_episodes(self, local: list[Episode]) -> list[Episode]:
+        """The episodes played by all processes, sorted by seed (``local`` alone when single)."""
+        if not self.parallel.active:
+            return local
+        shared = self.parallel.gather_json([json.loads(episode.to_json()) for episode in local])
+        episodes = [Episode.from_dict(data) for part in shared for data in part]
+        return sorted(episodes, key=lambda episode: episode.seed)
 
     # 2. rewards --------------------------------------------------------------------
 
@@ -487,6 +546,8 @@ class PPOTrainer:
         index = {(s.episode, s.t): i for i, s in enumerate(batch.samples)}
         advantages, returns = np.zeros(len(batch.samples)), np.zeros(len(batch.samples))
         for e, rewards in enumerate(batch.rewards):
+            if (e, 1) not in index:
+                continue  # played by another process, which computes its advantages
             rows = [index[(e, t)] for t in range(1, len(rewards) + 1)]
             adv, ret = gae(rewards, batch.values[rows], config.gamma, config.gae_lambda)
             advantages[rows], returns[rows] = adv, ret
@@ -507,7 +568,10 @@ class PPOTrainer:
             self.value_head.train()
         for epoch, order in enumerate(orders):
             for number, minibatch in enumerate(self._minibatches(order)):
-                n_tokens = sum(len(batch.samples[i].completion_ids) for i in minibatch)
+                # Token and row counts over all processes: the loss is the global mean.
+                n_tokens, n_rows = self.parallel.sum(
+                    [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
+                )
                 for micro in _chunks(minibatch, config.micro_batch_size):
                     prompts, completions = self._rows(batch, micro)
                     lengths = [len(c) for c in completions]
@@ -534,7 +598,7 @@ class PPOTrainer:
                             batch.returns[micro], dtype=torch.float32, device=predicted.device
                         )
                         squared = (predicted - targets).pow(2).sum()
-                        loss = loss + config.value_coef * squared / len(minibatch)
+                        loss = loss + config.value_coef * squared / n_rows
                         value_loss_sum += float(squared.detach())
                     loss.backward()
                     sums["policy_loss"] += float(stats["policy_loss"].sum())
@@ -545,6 +609,7 @@ class PPOTrainer:
                         ratio_start_error = max(
                             ratio_start_error, float(stats["ratio_error"].max())
                         )
+                self.parallel.sum_gradients(self.params)
                 norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
                 grad_norms.append(float(norm))
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -554,12 +619,17 @@ class PPOTrainer:
         self.model.eval()
         if self.value_head is not None:
             self.value_head.eval()
-        result = {name: value / max(1, tokens_seen) for name, value in sums.items()}
+        names = list(sums)
+        totals = self.parallel.sum(
+            [sums[name] for name in names] + [tokens_seen, value_loss_sum, len(batch.samples)]
+        )
+        tokens_seen, value_loss_sum, n_samples = totals[len(names) :]
+        result = {name: float(totals[i]) / max(1, tokens_seen) for i, name in enumerate(names)}
         result["grad_norm"] = float(np.mean(grad_norms))
         result["lr"] = lr  # of the update's last optimizer step
-        result["ratio_start_error"] = ratio_start_error
+        result["ratio_start_error"] = float(max(self.parallel.gather_json(ratio_start_error)))
         if self.value_head is not None:
-            result["value_loss"] = value_loss_sum / (len(batch.samples) * len(orders))
+            result["value_loss"] = float(value_loss_sum / (n_samples * len(orders)))
         return result
 
     def _minibatches(self, order: np.ndarray) -> list[list[int]]:
@@ -591,13 +661,16 @@ class PPOTrainer:
         summary = summarize(batch.episodes)
         steps = [step for episode in batch.episodes for step in episode.steps]
         tokens = torch.cat(batch.old_logprobs)
+        logprob_sum, n_tokens, n_samples = self.parallel.sum(
+            [float(tokens.sum()), tokens.numel(), len(batch.samples)]
+        )
         metrics = {
             "return": summary["return"]["mean"],
             "mean_env_reward": float(np.mean([s.reward for s in steps])),
             "mean_train_reward": float(np.mean(np.concatenate(batch.rewards))),
             "invalid_rate": summary["invalid_rate"]["mean"],
-            "entropy": float(-tokens.mean()),
-            "tokens_per_step": tokens.numel() / len(batch.samples),
+            "entropy": float(-logprob_sum / n_tokens),
+            "tokens_per_step": float(n_tokens / n_samples),
         }
         for name, key in (("final_regret", "final_regret"), ("coverage", "coverage")):
             if key in summary:
@@ -617,22 +690,24 @@ class PPOTrainer:
             name=f"ppo:{self.policy.name}@{self.update}",
         )
         self.model.eval()
-        episodes = play(
+        local = play(
             agent,
             config.env_id,
-            list(seeds),
+            self.parallel.shard(list(seeds)),
             num_envs=config.num_envs,
             env_kwargs=config.env_kwargs,
         )
+        episodes = self._gather_episodes(local)
         return summarize(episodes), episodes
 
     def _evaluate_and_save(self) -> dict[str, float]:
         summary, episodes = self.evaluate()
-        path = self.output_dir / EVAL_DIR / f"{ckpt.checkpoint_name(self.update)}.jsonl"
-        path.unlink(missing_ok=True)  # a resumed run replays this evaluation
-        with EpisodeWriter(path) as writer:
-            for episode in episodes:
-                writer.write(episode)
+        if self.parallel.is_main:
+            path = self.output_dir / EVAL_DIR / f"{ckpt.checkpoint_name(self.update)}.jsonl"
+            path.unlink(missing_ok=True)  # a resumed run replays this evaluation
+            with EpisodeWriter(path) as writer:
+                for episode in episodes:
+                    writer.write(episode)
         return {
             f"eval/{name}": summary[name]["mean"]
             for name in ("return", "invalid_rate", "final_regret", "coverage", "win_rate")
@@ -640,29 +715,53 @@ class PPOTrainer:
         }
 
     def _log(self, record: dict[str, Any]) -> dict[str, Any]:
-        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """Append ``record`` to metrics.jsonl (and TensorBoard: "train/<name>", "eval/<name>")."""
+        if self.parallel.is_main:
+            with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if self._tensorboard is not None:
+                for name, value in record.items():
+                    if name != "update" and isinstance(value, int | float):
+                        tag = name if name.startswith("eval/") else f"train/{name}"
+                        self._tensorboard.add_scalar(tag, value, record["update"])
+                self._tensorboard.flush()
         return record
 
     # -- checkpoints ------------------------------------------------------------------
 
     def save(self) -> Path:
-        """Checkpoint the current state (see :mod:`agentbench.rlft.checkpoint`)."""
+        """Checkpoint the current state (see :mod:`agentbench.rlft.checkpoint`).
+
+        Under data parallelism every process calls this; the weights and optimizer
+        state are the same everywhere, so the main process writes them, with the RNG
+        states of all processes."""
+        rng_states = self.parallel.gather_json(
+            ckpt.rng_state(self.rng, {"dropout": self.dropout_rng})
+        )
 
         def write_parts(directory: Path) -> None:
             ckpt.save_policy(self.model, directory, self.config.use_lora)
             if self.value_head is not None:
                 self.value_head.save(directory)
             ckpt.save_optimizer(self.optimizer, self.scheduler, directory)
-            ckpt.save_rng(self.rng, {"dropout": self.dropout_rng}, directory)
+            ckpt.save_rng(rng_states, directory)
             (directory / ckpt.CONFIG_FILE).write_text(self.config.to_json(), encoding="utf-8")
             (directory / ckpt.TRAINER_FILE).write_text(
                 json.dumps({"update": self.update}), encoding="utf-8"
             )
 
-        return ckpt.write_checkpoint(
-            self.output_dir, self.update, write_parts, self.config.keep_checkpoints
-        )
+        target = self.output_dir / ckpt.CHECKPOINTS_DIR / ckpt.checkpoint_name(self.update)
+        if self.parallel.is_main:
+            target = ckpt.write_checkpoint(
+                self.output_dir, self.update, write_parts, self.config.keep_checkpoints
+            )
+        self.parallel.barrier()  # no process goes on before the checkpoint exists
+        return target
+
+    def export_model(self, directory: str | Path) -> Path:
+        """The current policy as a standalone model directory (LoRA merged), loadable by
+        name everywhere: ``agentbench run`` / ``analyze``, ``resolve_model``."""
+        return ckpt.export_model(self.model, self.policy.tokenizer, directory)
 
     def load(self, directory: str | Path) -> None:
         """Restore the state saved in a checkpoint directory into this trainer."""
@@ -671,10 +770,18 @@ class PPOTrainer:
         if self.value_head is not None:
             self.value_head.load(directory)
         ckpt.load_optimizer(self.optimizer, self.scheduler, directory)
-        ckpt.load_rng(self.rng, {"dropout": self.dropout_rng}, directory)
+        ckpt.load_rng(
+            self.rng,
+            {"dropout": self.dropout_rng},
+            directory,
+            self.parallel.rank,
+            self.parallel.world_size,
+        )
         state = json.loads((directory / ckpt.TRAINER_FILE).read_text(encoding="utf-8"))
         self.update = int(state["update"])
-        self._truncate_metrics()
+        if self.parallel.is_main:
+            self._truncate_metrics()
+        self.parallel.barrier()
 
     def _truncate_metrics(self) -> None:
         """Drop metric lines of updates after the checkpoint: the resumed run redoes them."""
