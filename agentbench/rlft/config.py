@@ -92,6 +92,8 @@ class PPOConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
     seed: int = 0  # minibatch shuffling, dropout, LoRA init
     progress: bool = True  # tqdm bar over updates
+    tensorboard: bool = False  # also log every metric to <output_dir>/tensorboard (needs the
+    # tensorboard package: pip install "agentbench[tensorboard]")
 
     def __post_init__(self) -> None:
         _check_types(self)
