@@ -7,10 +7,12 @@ with status 2; a traceback means a bug in agentbench.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +20,7 @@ from rich.text import Text
 
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import list_envs
-from agentbench.errors import AgentbenchError
+from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.suite import agent_label, builtin_suites, load_suite, run_suite
 from agentbench.tables import comparison_tables
 
@@ -81,8 +83,6 @@ PROBES = ("frequency-bias", "knowing-doing")
 
 
 def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
-    import json
-
     from agentbench.agent.factory import load_generator
     from agentbench.analysis.frequency_bias import run_frequency_bias_probe
     from agentbench.analysis.knowing_doing import run_knowing_doing_probe
@@ -146,7 +146,64 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         f"{len(records)} updates in {time.perf_counter() - started:.0f} s; "
         f"metrics and checkpoints in {config.output_dir}"
     )
+    if args.export:
+        console.print(f"fine-tuned model: {trainer.export_model(args.export)}")
     return 0
+
+
+def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.agent.context import ContextSettings
+    from agentbench.envs import get_preset
+    from agentbench.models.catalog import resolve_model
+    from agentbench.rlft.checkpoint import export_model
+    from agentbench.rlft.ppo import add_lora
+    from agentbench.rlft.sft import SFTConfig, expert_dataset, train_sft
+
+    get_preset(args.env)  # ConfigError for an unknown id, before loading a model
+    config = SFTConfig(
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
+        seed=args.seed,
+        progress=True,
+    )
+    history = None if args.history_length == "all" else int(args.history_length)
+    context = ContextSettings(cot=args.mode == "thought", history_length=history)
+    env_kwargs = _key_values(args.env_arg)
+    started = time.perf_counter()
+    examples = expert_dataset(args.env, range(args.seed, args.seed + args.episodes), args.mode,
+                              env_kwargs=env_kwargs, context=context)  # fmt: skip
+    console.print(f"{len(examples)} expert examples from {args.episodes} UCB episodes")
+    generator = resolve_model(args.model, dtype=args.dtype)
+    model = generator.model
+    if args.lora:
+        generator.model = add_lora(model, r=args.lora_r, alpha=2 * args.lora_r, seed=args.seed)
+    else:
+        model.requires_grad_(True)
+    records = train_sft(generator, examples, config)
+    path = export_model(generator.model, generator.tokenizer, args.out)
+    (path / "sft.json").write_text(json.dumps({"args": vars(args) | {"func": None},
+                                               "epochs": records}, indent=1))  # fmt: skip
+    console.print(
+        f"SFT ({args.mode} cloning) in {time.perf_counter() - started:.0f} s, final loss "
+        f"{records[-1]['loss']:.4f}; fine-tuned model: {path}"
+    )
+    return 0
+
+
+def _key_values(items: Sequence[str] | None) -> dict[str, Any]:
+    """KEY=VALUE strings as a dict; values read as JSON where they parse (numbers, true)."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item!r} is not KEY=VALUE")
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -245,7 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="PPO config TOML (fields of agentbench.rlft.PPOConfig)")
     train.add_argument("--out", help="output directory (overrides output_dir); resumes if it "
                        "holds a checkpoint")  # fmt: skip
+    train.add_argument(
+        "--export", metavar="DIR", help="also write the fine-tuned model as a standalone "
+        "model directory (LoRA merged), usable as model = DIR"
+    )  # fmt: skip
     train.set_defaults(func=_cmd_train)
+
+    sft = sub.add_parser("sft", help="supervised fine-tuning on UCB expert data "
+                         "(behaviour or thought cloning); writes a model directory")  # fmt: skip
+    sft.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or path")
+    sft.add_argument("--env", default="agentbench/GaussianBandit-5arms-medium-button-v0",
+                     help="bandit env the expert plays")  # fmt: skip
+    sft.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
+                     help="env keyword argument, e.g. horizon=20 (repeatable)")  # fmt: skip
+    sft.add_argument("--mode", choices=["behaviour", "thought"], default="behaviour")
+    sft.add_argument("--episodes", type=int, default=16, help="expert episodes (seeds seed..)")
+    sft.add_argument("--history-length", default="50", help="transitions in the context, or all")
+    sft.add_argument("--epochs", type=int, default=2)
+    sft.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    sft.add_argument("--batch-size", type=int, default=16)
+    sft.add_argument("--micro-batch-size", type=int, default=8)
+    sft.add_argument("--lora", action="store_true", help="train LoRA adapters, merged on export")
+    sft.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
+    sft.add_argument("--dtype", default="float32", help="weights dtype (bfloat16 with --lora)")
+    sft.add_argument("--seed", type=int, default=0, help="first expert seed; shuffling seed")
+    sft.add_argument("--out", required=True, help="directory of the fine-tuned model")
+    sft.set_defaults(func=_cmd_sft)
 
     run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
     run.add_argument(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from agentbench.cli import main
 from agentbench.models import catalog
 from agentbench.models.tiny import tiny_generator
@@ -61,3 +63,24 @@ def test_the_example_configs_are_valid() -> None:
     for path in examples:
         config = load_ppo_config(path)
         assert config.total_updates >= 1
+
+
+def test_sft_command_writes_a_model_that_loads_by_path(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(catalog, "resolve_model", lambda name, **kw: tiny_generator(seed=1))
+    out = tmp_path / "sft-model"
+    argv = ["sft", "--model", "tiny", "--env", "agentbench/GaussianBandit-v0",
+            "--env-arg", "n_arms=2", "--env-arg", "horizon=3", "--episodes", "2",
+            "--epochs", "1", "--history-length", "all", "--lora", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "6 expert examples from 2 UCB episodes" in capsys.readouterr().out
+    record = json.loads((out / "sft.json").read_text())
+    assert record["epochs"][0]["steps"] == 1 and record["args"]["mode"] == "behaviour"
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    monkeypatch.undo()
+    loaded = catalog.resolve_model(str(out), dtype="float32")
+    trained = loaded.model.state_dict()
+    untouched = tiny_generator(seed=1).model.state_dict()
+    assert set(trained) == set(untouched)  # LoRA merged: a plain model
+    assert any(not torch.equal(trained[k], untouched[k]) for k in trained)
+    assert main(argv[:-1] + [str(tmp_path / "x"), "--env-arg", "horizon"]) == 2
+    assert "not KEY=VALUE" in capsys.readouterr().err

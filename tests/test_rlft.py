@@ -551,3 +551,43 @@ def test_smollm2_lora_gae_update_loads_trains_and_resumes(tmp_path: Path):
     assert (checkpoint / "adapter_model.safetensors").is_file()
     assert (checkpoint / "value_head.safetensors").is_file()
     assert PPOTrainer.resume(tmp_path).update == 1
+
+
+# ---------------------------------------------------------------- logging and export
+
+
+def test_tensorboard_gets_every_logged_metric(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = _small_config(
+        tmp_path, total_updates=2, eval_every=2, checkpoint_every=0, tensorboard=True
+    )
+    records = PPOTrainer(config, tiny_generator(seed=0)).train()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/return", "train/kl", "train/invalid_rate", "eval/return"} <= tags
+    kl = events.Scalars("train/kl")
+    assert [e.step for e in kl] == [1, 2]
+    assert [e.value for e in kl] == pytest.approx([r["kl"] for r in records if "kl" in r])
+    assert [e.step for e in events.Scalars("eval/return")] == [0, 2]
+
+
+def test_exported_model_loads_by_path_and_computes_what_the_policy_does(tmp_path: Path):
+    from agentbench.models.catalog import resolve_model
+
+    config = _small_config(tmp_path / "run", use_lora=True, total_updates=1, eval_every=0)
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    trainer.train()
+    path = trainer.export_model(tmp_path / "model")
+    assert {p.suffix for p in path.iterdir() if p.is_file()} <= {".json", ".safetensors", ".jinja"}
+    loaded = resolve_model(str(path), dtype="float32")
+    prompts, completions = [[5, 6, 7, 8, 9], [10, 11, 12]], [[13, 14], [15, 16, 17]]
+    with torch.no_grad():
+        want = trainer.policy.sequence_logprobs(prompts, completions)
+        got = loaded.sequence_logprobs(prompts, completions)
+        base = tiny_generator(seed=0).sequence_logprobs(prompts, completions)
+    for w, g, b in zip(want, got, base, strict=True):
+        assert torch.allclose(w, g, atol=1e-5)
+        assert not torch.allclose(w, b, atol=1e-5)  # the update is in the exported weights
+    assert hasattr(trainer.model, "disable_adapter")  # the trainer's own model keeps its LoRA
