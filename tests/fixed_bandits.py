@@ -58,3 +58,46 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+WEAK_START_INVALID_TARGET = "I am not sure."
+
+
+def weak_start(
+    generator: Any,
+    env_id: str,
+    n_arms: int,
+    steps: int = 30,
+    valid_share: float = 0.25,
+    seed: int = 0,
+) -> None:
+    """A few cross-entropy steps on real prompts of the env (no CoT): most targets are
+    invalid text, a minority ``ACTION=k`` with k at random. The random-init tiny model
+    never writes ``ACTION=``; after this it sometimes does, with no preference among
+    arms: a start that learning from rewards can improve on both counts."""
+    from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+    from agentbench.rlft.sft import SFTConfig, train_on_targets
+    from agentbench.rollout import play
+
+    rng = np.random.default_rng(seed)
+    prompts: list[list[int]] = []
+    agent = LLMAgent(generator, LLMAgentSettings(cot=False, temperature=1.0))
+
+    def keep_prompt(episode: Any, step: Any, decision: Any) -> None:
+        prompts.append(decision.extras["generation"].prompt_token_ids)
+
+    play(agent, env_id, range(900_000, 900_008), num_envs=8, on_decision=keep_prompt)
+    end = generator.tokenizer.eos_token_id
+
+    def encode(text: str) -> list[int]:
+        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
+
+    rows = rng.integers(len(prompts), size=16 * steps)
+    targets = [
+        encode(f"ACTION={rng.integers(n_arms)}")
+        if rng.random() < valid_share
+        else encode(WEAK_START_INVALID_TARGET)
+        for _ in rows
+    ]
+    config = SFTConfig(learning_rate=3e-3, lr_min=3e-3, batch_size=16, seed=seed)
+    train_on_targets(generator, [prompts[i] for i in rows], targets, config, "weak start")

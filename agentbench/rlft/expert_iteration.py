@@ -1,0 +1,170 @@
+"""Expert iteration (SPEC.md section 3, related work): sample k completions per
+context, keep the best (or those whose return beats a threshold), fine-tune with
+cross-entropy on them, repeat.
+
+A context is an episode seed: with the same seed the env's reward tape is the same,
+so the k samples of a seed are comparable. Every iteration
+(:meth:`ExpertIteration.iterate`) reads top to bottom:
+
+1. **sample**: the LLM agent (temperature 1.0) plays every training seed k times.
+   Sample j of iteration i draws its sampling seeds from the seed's agent stream
+   ``i * k + j`` (:func:`agentbench.rollout.agent_rng`): same env, its own samples,
+   and no stream is used twice in a run.
+2. **score**: each episode's training return, the sum of PPO's
+   :func:`training_rewards` (env reward + the -5 invalid penalty).
+3. **select**: :func:`select_episodes`, the best sample of each seed (the first
+   on ties) or every sample whose return is above ``threshold``.
+4. **fine-tune**: cross-entropy on the kept steps' own generated tokens, the prompt
+   masked (:func:`agentbench.rlft.sft.train_on_targets`, the loop SFT uses); the
+   model is trained in place and the next iteration samples from it.
+5. **log**: one JSON line per iteration (returns, invalid rate, regret of the
+   samples, kept fraction, loss) in ``output_dir/metrics.jsonl``.
+
+Randomness: sampling from the episode seeds and sample indices, each iteration's
+shuffling and dropout from ``sft.seed`` and the iteration; no global RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentbench.agent.llm import LLMAgent
+from agentbench.errors import ConfigError
+from agentbench.records import Episode
+from agentbench.rlft.sampling import (
+    SampledEpisode,
+    SelfTrainingConfig,
+    evaluate_policy,
+    run_iterations,
+    sample_episodes,
+    sample_metrics,
+)
+from agentbench.rlft.sft import train_on_targets
+
+SELECTIONS = ("best", "threshold")
+
+
+@dataclass(frozen=True)
+class ExpertIterationConfig(SelfTrainingConfig):
+    """Expert iteration: the shared self-training settings, plus the samples and the rule
+    that keeps some of them."""
+
+    train_episodes: int = 32  # contexts: seeds train_seed + [0, N), the same every iteration
+    samples_per_seed: int = 4  # k: episodes sampled per seed and iteration
+    selection: str = "best"  # "best": each seed's highest-return sample; "threshold": every
+    # sample whose training return is above `threshold`
+    threshold: float = 0.0  # the return to beat under selection "threshold"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_episodes", "samples_per_seed"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection {self.selection!r} is not one of {', '.join(SELECTIONS)}")
+        if not np.isfinite(self.threshold):
+            raise ConfigError(f"threshold must be a finite number, got {self.threshold}")
+
+
+def select_episodes(
+    seeds: Sequence[int],
+    returns: Sequence[float],
+    selection: str = "best",
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """Which samples to keep (a boolean mask over the samples).
+
+    ``"best"``: the sample with the highest return among those of the same seed (the
+    first of them on ties), one per seed; ``"threshold"``: every sample whose return
+    is strictly above ``threshold`` (possibly none).
+    """
+    if len(seeds) != len(returns):
+        raise ConfigError(f"got {len(returns)} returns for {len(seeds)} samples")
+    values = np.asarray(returns, dtype=np.float64)
+    if selection == "threshold":
+        return values > threshold
+    if selection != "best":
+        raise ConfigError(f"selection {selection!r} is not one of {', '.join(SELECTIONS)}")
+    keep = np.zeros(len(values), dtype=bool)
+    best: dict[int, int] = {}
+    for i, seed in enumerate(seeds):
+        if seed not in best or values[i] > values[best[seed]]:
+            best[seed] = i
+    keep[list(best.values())] = True
+    return keep
+
+
+class ExpertIteration:
+    """Expert iteration on an LLM agent; ``generator`` (a TransformersGenerator) is
+    fine-tuned in place."""
+
+    def __init__(self, generator: Any, config: ExpertIterationConfig) -> None:
+        self.generator = generator
+        self.config = config
+        self.iteration = 0  # iterations completed
+
+    def train_seeds(self) -> list[int]:
+        """The contexts: the same seeds every iteration."""
+        first = self.config.train_seed
+        return list(range(first, first + self.config.train_episodes))
+
+    def sample_streams(self, iteration: int) -> list[int]:
+        """The agent streams of iteration ``iteration``'s k samples of every seed."""
+        k = self.config.samples_per_seed
+        return list(range(iteration * k, (iteration + 1) * k))
+
+    def collect(self, iteration: int) -> list[SampledEpisode]:
+        """k episodes per training seed from the current policy, sorted by (seed, sample)."""
+        agent = LLMAgent(
+            self.generator, self.config.agent_settings(), name=f"expert-iteration@{iteration}"
+        )
+        self.generator.model.eval()
+        return sample_episodes(
+            agent, self.config, self.train_seeds(), self.sample_streams(iteration)
+        )
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run the remaining iterations; returns their metrics records."""
+        return run_iterations(self, "expert iteration")
+
+    def iterate(self, iteration: int) -> dict[str, Any]:
+        """One iteration: sample, score, select, fine-tune; returns its metrics."""
+        config = self.config
+        sampled = self.collect(iteration)  # 1. sample (2. score: their training returns)
+        returns = [s.training_return for s in sampled]
+        keep = select_episodes(  # 3. select
+            [s.seed for s in sampled], returns, config.selection, config.threshold
+        )
+        kept = [s for s, chosen in zip(sampled, keep, strict=True) if chosen]
+        prompts = [step.prompt_ids for s in kept for step in s.steps]
+        targets = [step.completion_ids for s in kept for step in s.steps]
+        losses: list[dict[str, Any]] = []
+        if prompts:  # 4. fine-tune (threshold mode may keep nothing)
+            sft = config.iteration_sft(iteration)
+            losses = train_on_targets(self.generator, prompts, targets, sft, "expert iteration")
+        return {  # 5. log
+            **sample_metrics(sampled),
+            "best_return": _mean_best_return(sampled),
+            "kept_return": float(np.mean([s.training_return for s in kept])) if kept else None,
+            "kept_fraction": len(kept) / len(sampled),
+            "kept_steps": len(prompts),
+            "loss": losses[-1]["loss"] if losses else None,
+        }
+
+    def evaluate(
+        self, seeds: Sequence[int], temperature: float = 0.0
+    ) -> tuple[dict[str, Any], list[Episode]]:
+        """Play held-out ``seeds`` (greedy by default) and summarise them."""
+        return evaluate_policy(self.generator, self.config, seeds, temperature)
+
+
+def _mean_best_return(sampled: Sequence[SampledEpisode]) -> float:
+    """The mean over seeds of the best sample's training return."""
+    best: dict[int, float] = {}
+    for s in sampled:
+        best[s.seed] = max(best.get(s.seed, -np.inf), s.training_return)
+    return float(np.mean(list(best.values())))

@@ -1,0 +1,289 @@
+"""What expert iteration and return-conditioned training share: the policy samples
+episodes, each scored by its training return, and the model is fine-tuned with
+cross-entropy on its own generated tokens.
+
+- :class:`SelfTrainingConfig`: the knobs both methods have (env, sampling agent,
+  training return, the cross-entropy step as an :class:`SFTConfig`, output).
+- :func:`sample_episodes`: the LLM agent plays every seed once per sample index
+  (:func:`agentbench.rollout.rollout`'s ``sample``: the same env and reward tape,
+  its own sampling stream); ``on_decision`` keeps each step's prompt and generated
+  token ids, as :meth:`PPOTrainer.collect` does.
+- :func:`shaped_rewards`: PPO's :func:`training_rewards` (env reward + the -5
+  invalid penalty, + the optional exploration bonus), the one shaping; an
+  episode's training return is their sum.
+- :func:`run_iterations`: the loop around one iteration, with its metrics line
+  (:func:`sample_metrics`, :class:`MetricsLog`) and progress bar;
+  :func:`evaluate_policy`: held-out episodes, greedy by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from agentbench.agent.interface import Decision
+from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.errors import ConfigError
+from agentbench.metrics import summarize
+from agentbench.records import Episode, Step
+from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.ppo import training_rewards
+from agentbench.rlft.sft import SFTConfig
+from agentbench.rollout import play
+from agentbench.shaping import INVALID_ACTION_PENALTY
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class SelfTrainingConfig:
+    """Settings shared by expert iteration and return-conditioned training."""
+
+    # ---- environment
+    env_id: str = "agentbench/GaussianBandit-10arms-medium-button-v0"  # as PPOConfig's default
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    iterations: int = 4  # sample, select or label, fine-tune: this many times
+    train_seed: int = 0  # first training episode seed (keep evaluation seeds apart)
+    num_envs: int = 64  # episodes played in parallel (one batched generate call per step)
+    # ---- the sampling agent (SPEC.md 2); evaluation is greedy unless asked otherwise
+    temperature: float = 1.0  # sampling temperature of training episodes (SPEC: 1.0)
+    cot: bool = True  # think, then ACTION=X; False: ACTION=X only (16-token budget)
+    budget: int = 256  # generation budget G with CoT (SPEC default 256)
+    history_length: int | None = 50  # C: transitions in the context; None = whole episode
+    # ---- the training return of an episode (PPO's shaping, summed)
+    invalid_penalty: float = INVALID_ACTION_PENALTY  # added per invalid step (SPEC: -5)
+    exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
+    # ---- fine-tuning: the cross-entropy step of every iteration (prompt masked); iteration
+    # i trains with a seed drawn from (sft.seed, i), so each iteration shuffles differently
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    # ---- output
+    output_dir: str | None = None  # metrics.jsonl (one line per iteration) and config.json
+    progress: bool = False  # tqdm bar over iterations
+
+    def __post_init__(self) -> None:
+        for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(
+                f"temperature must be a positive number (training samples), got {self.temperature}"
+            )
+        if not self.invalid_penalty <= 0:
+            raise ConfigError(f"invalid_penalty must be 0 or less, got {self.invalid_penalty}")
+        if not self.exploration_bonus >= 0:
+            raise ConfigError(f"exploration_bonus must be 0 or more, got {self.exploration_bonus}")
+        if not isinstance(self.sft, SFTConfig):
+            raise ConfigError(f"sft must be an SFTConfig, got {type(self.sft).__name__}")
+        self.agent_settings()  # LLMAgentSettings checks history_length
+
+    def agent_settings(
+        self, temperature: float | None = None, return_token: str | None = None
+    ) -> LLMAgentSettings:
+        """The LLM agent that samples (``temperature`` None: the config's) or evaluates."""
+        return LLMAgentSettings(
+            cot=self.cot,
+            budget=self.budget,
+            history_length=self.history_length,
+            temperature=self.temperature if temperature is None else temperature,
+            return_token=return_token,
+        )
+
+    def iteration_sft(self, iteration: int) -> SFTConfig:
+        """The cross-entropy settings of iteration ``iteration`` (0-based): its own seed."""
+        seed = int(np.random.default_rng([self.sft.seed, iteration]).integers(2**62))
+        return replace(self.sft, seed=seed)
+
+
+# ---------------------------------------------------------------- samples
+
+
+@dataclass
+class SampledStep:
+    """One decision of a sampled episode: what the policy saw and wrote."""
+
+    t: int  # 1-based step of the episode
+    prompt_ids: list[int]  # the rendered context, as the generation saw it
+    completion_ids: list[int]  # the generated tokens (the cross-entropy target)
+    extras: dict[str, Any]  # the Decision's extras (e.g. the contexts under each return token)
+
+
+@dataclass
+class SampledEpisode:
+    """An episode of the sampling policy with its steps' token ids and training return."""
+
+    episode: Episode
+    sample: int  # the agent's stream of this seed (rollout's ``sample``)
+    steps: list[SampledStep]
+    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0))  # training reward per step
+
+    @property
+    def seed(self) -> int:
+        return self.episode.seed
+
+    @property
+    def training_return(self) -> float:
+        return float(self.rewards.sum())
+
+
+def shaped_rewards(
+    episodes: Sequence[Episode],
+    invalid_penalty: float = INVALID_ACTION_PENALTY,
+    exploration_bonus: float = 0.0,
+) -> list[np.ndarray]:
+    """Each step's training reward: PPO's :func:`training_rewards` with the env reward
+    unscaled, ``invalid_penalty`` per invalid step and the optional exploration bonus;
+    an episode's training return is their sum."""
+    shaping = PPOConfig(
+        invalid_penalty=invalid_penalty,
+        exploration_bonus=exploration_bonus,
+        reward="dense",
+        reward_normalisation="scale",
+        reward_scale=1.0,
+        progress=False,
+    )
+    return training_rewards(episodes, shaping)
+
+
+def sample_episodes(
+    agent: Any,
+    config: SelfTrainingConfig,
+    seeds: Sequence[int],
+    samples: Sequence[int] = (0,),
+) -> list[SampledEpisode]:
+    """Play every seed once per sample index, keeping each step's token ids; the
+    episodes come sorted by (seed, sample) with their training returns."""
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
+    sampled = [item for sample in samples for item in _play_sample(agent, config, seeds, sample)]
+    sampled.sort(key=lambda s: (s.seed, s.sample))
+    rewards = shaped_rewards(
+        [s.episode for s in sampled], config.invalid_penalty, config.exploration_bonus
+    )
+    for item, episode_rewards in zip(sampled, rewards, strict=True):
+        item.rewards = episode_rewards
+    return sampled
+
+
+def _play_sample(
+    agent: Any, config: SelfTrainingConfig, seeds: Sequence[int], sample: int
+) -> list[SampledEpisode]:
+    """One episode per seed from the agent stream ``sample``, with its steps' token ids."""
+    recorded: dict[tuple[int, int], SampledStep] = {}
+
+    def record(episode: Episode, step: Step, decision: Decision) -> None:
+        generation = decision.extras.get("generation")
+        if generation is None or not generation.token_ids:
+            raise RuntimeError(
+                f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
+                "self-training learns only from the model's own answers"
+            )
+        recorded[(episode.seed, step.t)] = SampledStep(
+            step.t, list(generation.prompt_token_ids), list(generation.token_ids), decision.extras
+        )
+
+    episodes = play(
+        agent,
+        config.env_id,
+        list(seeds),
+        num_envs=config.num_envs,
+        env_kwargs=config.env_kwargs,
+        on_decision=record,
+        sample=sample,
+    )
+    return [
+        SampledEpisode(episode, sample, [recorded[(episode.seed, s.t)] for s in episode.steps])
+        for episode in episodes
+    ]
+
+
+def evaluate_policy(
+    generator: Any,
+    config: SelfTrainingConfig,
+    seeds: Sequence[int],
+    temperature: float = 0.0,
+    return_token: str | None = None,
+) -> tuple[dict[str, Any], list[Episode]]:
+    """Play ``seeds`` with the current policy (greedy by default) and summarise them."""
+    settings = config.agent_settings(temperature, return_token)
+    agent = LLMAgent(generator, settings, name=f"llm:{generator.name}")
+    generator.model.eval()
+    episodes = play(
+        agent, config.env_id, list(seeds), num_envs=config.num_envs, env_kwargs=config.env_kwargs
+    )
+    return summarize(episodes), episodes
+
+
+def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
+    """The samples' mean training return, env return, invalid rate, and for bandits
+    final regret and coverage (metrics.summarize)."""
+    summary = summarize([s.episode for s in sampled])
+    metrics = {
+        "return": float(np.mean([s.training_return for s in sampled])),
+        "env_return": summary["return"]["mean"],
+        "invalid_rate": summary["invalid_rate"]["mean"],
+    }
+    for name in ("final_regret", "coverage"):
+        if name in summary:
+            metrics[name] = summary[name]["mean"]
+    return metrics
+
+
+class SelfTrainer(Protocol):
+    """What :func:`run_iterations` drives: a config, a counter, and one iteration."""
+
+    config: SelfTrainingConfig
+    iteration: int  # iterations completed
+
+    def iterate(self, iteration: int) -> dict[str, Any]: ...
+
+
+def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
+    """Run ``trainer.iterate`` until ``config.iterations``: one metrics record per
+    iteration (``iteration``, the iteration's own metrics, ``seconds``), written to
+    ``metrics.jsonl`` as it ends; a tqdm bar when ``config.progress``."""
+    from tqdm import tqdm
+
+    config = trainer.config
+    log = MetricsLog(config.output_dir, config, fresh=trainer.iteration == 0)
+    records: list[dict[str, Any]] = []
+    bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=name,
+               unit="iteration", disable=not config.progress)  # fmt: skip
+    while trainer.iteration < config.iterations:
+        started = time.perf_counter()
+        metrics = trainer.iterate(trainer.iteration)
+        trainer.iteration += 1
+        record = {"iteration": trainer.iteration, **metrics}
+        record["seconds"] = time.perf_counter() - started
+        records.append(log.write(record))
+        bar.update(1)
+        bar.set_postfix(ret=f"{record['return']:.2f}", invalid=f"{record['invalid_rate']:.2f}")
+    bar.close()
+    return records
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one line per iteration) and ``config.json`` in ``output_dir``;
+    without an output directory the records are only returned."""
+
+    def __init__(self, output_dir: str | None, config: SelfTrainingConfig, fresh: bool) -> None:
+        self.path = None if output_dir is None else Path(output_dir) / METRICS_FILE
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:  # a new run starts a new file; a continued one appends
+                self.path.unlink(missing_ok=True)
+            config_text = json.dumps(asdict(config), indent=1, sort_keys=True)
+            (self.path.parent / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
