@@ -70,6 +70,11 @@ class PPOConfig:
     gamma: float = 1.0  # discount of returns-to-go and GAE (paper: 1.0)
     gae_lambda: float = 0.95  # GAE lambda (paper: 0.95)
     value_coef: float = 0.5  # weight of the value-head MSE loss (gae only; CleanRL's vf_coef)
+    value_detach: bool = True  # the value loss trains the head only, not the LM under it:
+    # returns of -5-per-invalid-step episodes give value errors in the hundreds at the
+    # start, whose gradients through a shared trunk wreck the policy of a small model
+    normalize_advantages: bool = False  # divide each minibatch's advantages by their std
+    # (after subtracting their mean), as CleanRL does; off keeps the paper's raw advantages
     reward: str = "dense"  # "dense": every step's reward; "sparse": the episode total at its end
     reward_normalisation: str = "scale"  # "scale": env reward / reward_scale; "batch_std": env
     # reward / its std over the rollout (stateless, so resuming stays exact)

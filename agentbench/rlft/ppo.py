@@ -59,7 +59,7 @@ from agentbench.metrics import summarize
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.records import Episode, EpisodeWriter, Step
 from agentbench.rlft import checkpoint as ckpt
-from agentbench.rlft.advantages import gae, mc_baseline_advantages
+from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.value_head import (
@@ -398,6 +398,7 @@ class PPOTrainer:
             batch = self.collect(self.update)  # 1. collect
             self.step_rewards(batch)  # 2. rewards
             orders = [self.rng.permutation(len(batch.samples)) for _ in range(config.update_epochs)]
+            self.update_value_statistics(batch)
             self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
             self.compute_advantages(batch)  # 4. advantages
             stats = self.update_policy(batch, orders)  # 5. update
@@ -491,6 +492,20 @@ class PPOTrainer:
 
     # 3. old log-probs, reference log-probs, values -------------------------------------
 
+    def update_value_statistics(self, batch: RolloutBatch) -> None:
+        """Merge the rollout's Monte-Carlo returns-to-go (every episode, every process's:
+        each process holds all episodes) into the value head's running statistics,
+        before the values of this rollout are computed: even a fresh head then predicts
+        the mean return, a baseline from the first update on."""
+        if self.value_head is None:
+            return
+        targets = np.concatenate(
+            [returns_to_go(rewards, self.config.gamma) for rewards in batch.rewards]
+        )
+        self.value_head.update_statistics(
+            len(targets), float(targets.sum()), float(np.square(targets).sum())
+        )
+
     def score_batch(self, batch: RolloutBatch, first_order: np.ndarray) -> None:
         """Log-probs of the sampled tokens under the current policy (the "old" policy of
         this update) and the reference, and V(s) for GAE, without gradients.
@@ -509,7 +524,7 @@ class PPOTrainer:
                 logprobs = self.policy.sequence_logprobs(prompts, completions)
                 if self.value_head is not None:
                     lengths = [len(c) for c in completions]
-                    micro_values = self.value_head(last_prompt_hidden(hidden[-1], lengths))
+                    micro_values = self.value_head.values(last_prompt_hidden(hidden[-1], lengths))
                     values[micro] = micro_values.cpu().numpy()
             with torch.no_grad():
                 reference = self.reference_logprobs(prompts, completions)
@@ -572,6 +587,7 @@ class PPOTrainer:
                 n_tokens, n_rows = self.parallel.sum(
                     [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
                 )
+                step_advantages = self._minibatch_advantages(batch, minibatch)
                 for micro in _chunks(minibatch, config.micro_batch_size):
                     prompts, completions = self._rows(batch, micro)
                     lengths = [len(c) for c in completions]
@@ -584,7 +600,7 @@ class PPOTrainer:
                     old = torch.cat([batch.old_logprobs[i] for i in micro])
                     ref = torch.cat([batch.ref_logprobs[i] for i in micro])
                     advantages = torch.tensor(
-                        np.repeat(batch.advantages[micro], lengths),
+                        np.repeat([step_advantages[i] for i in micro], lengths),
                         dtype=torch.float32,
                         device=device,
                     )
@@ -593,9 +609,12 @@ class PPOTrainer:
                     )
                     loss = token_losses.sum() / n_tokens
                     if self.value_head is not None:
-                        predicted = self.value_head(last_prompt_hidden(hidden[-1], lengths))
-                        targets = torch.tensor(
-                            batch.returns[micro], dtype=torch.float32, device=predicted.device
+                        features = hidden[-1].detach() if config.value_detach else hidden[-1]
+                        predicted = self.value_head(last_prompt_hidden(features, lengths))
+                        targets = self.value_head.normalise(
+                            torch.tensor(
+                                batch.returns[micro], dtype=torch.float32, device=predicted.device
+                            )
                         )
                         squared = (predicted - targets).pow(2).sum()
                         loss = loss + config.value_coef * squared / n_rows
@@ -631,6 +650,19 @@ class PPOTrainer:
         if self.value_head is not None:
             result["value_loss"] = float(value_loss_sum / (n_samples * len(orders)))
         return result
+
+    def _minibatch_advantages(self, batch: RolloutBatch, minibatch: list[int]) -> dict[int, float]:
+        """Each step's advantage; with ``normalize_advantages``, standardised over the
+        minibatch (its steps in every process)."""
+        values = batch.advantages[minibatch]
+        if self.config.normalize_advantages:
+            total, squares, count = self.parallel.sum(
+                [values.sum(), np.square(values).sum(), len(values)]
+            )
+            mean = total / max(1.0, count)
+            std = math.sqrt(max(0.0, squares / max(1.0, count) - mean**2))
+            values = (values - mean) / (std + 1e-8)
+        return dict(zip(minibatch, values.tolist(), strict=True))
 
     def _minibatches(self, order: np.ndarray) -> list[list[int]]:
         """One epoch's order split into ``num_minibatches`` near-equal minibatches."""

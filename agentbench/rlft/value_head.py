@@ -6,12 +6,22 @@ agent answered. The hidden states are not recomputed: a forward pre-hook on the
 output embedding (the LM head) captures its input, the last hidden layer after the
 final norm (what ``output_hidden_states`` gives as its last entry), during the
 same forward pass that computes the log-probs. The head is trained with an MSE
-loss whose gradient also reaches the policy (a shared trunk, as in TRL's value-head
-models). Weights are saved as safetensors.
+loss; by default (``PPOConfig.value_detach``) its gradient stops at the head, and
+with ``value_detach = false`` it also reaches the policy (a shared trunk, as in TRL's
+value-head models).
+
+Value normalisation: the head predicts returns in units of running return
+statistics (mean and standard deviation of every value target seen so far), and
+``values`` maps its output back. Returns of episodes with -5 per invalid answer are
+tens of units; a zero-initialised head trained with Adam (steps of about lr) could
+not reach that scale in a test-sized run, while a normalised head starts at the
+running mean: an immediate baseline. The statistics are buffers, saved with the
+weights as safetensors.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,9 +48,44 @@ class ValueHead(nn.Module):
         self.linear = nn.Linear(hidden_size, 1, dtype=torch.float32)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+        # Running statistics of the value targets (count, mean, sum of squared deviations).
+        self.register_buffer("target_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("target_mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("target_m2", torch.zeros((), dtype=torch.float64))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The normalised prediction (what the MSE loss trains)."""
         return self.linear(hidden.float()).squeeze(-1)
+
+    @property
+    def target_std(self) -> float:
+        """Standard deviation of the targets seen (1 before there are two of them)."""
+        count = float(self.target_count)
+        if count < 2:
+            return 1.0
+        return max(math.sqrt(float(self.target_m2) / count), 1e-4)
+
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """V(s) in return units: the normalised prediction times std plus mean."""
+        return self(hidden) * self.target_std + float(self.target_mean)
+
+    def normalise(self, targets: torch.Tensor) -> torch.Tensor:
+        """Value targets in the head's units."""
+        return (targets - float(self.target_mean)) / self.target_std
+
+    def update_statistics(self, count: float, total: float, squares: float) -> None:
+        """Merge a batch of targets, given by its size, sum and sum of squares, into
+        the running statistics."""
+        if count <= 0:
+            return
+        batch_mean = total / count
+        batch_m2 = max(0.0, squares - count * batch_mean**2)
+        seen, mean = float(self.target_count), float(self.target_mean)
+        merged = seen + count
+        delta = batch_mean - mean
+        self.target_mean.fill_(mean + delta * count / merged)
+        self.target_m2.fill_(float(self.target_m2) + batch_m2 + delta**2 * seen * count / merged)
+        self.target_count.fill_(merged)
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / VALUE_HEAD_FILE

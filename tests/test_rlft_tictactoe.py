@@ -1,0 +1,146 @@
+"""PPO with a value head and GAE on tic-tac-toe against the random opponent: the
+variable-length case of SPEC.md section 3, learning asserted on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fixed_bandits import one_torch_thread
+
+from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.models.tiny import TURN_END, tiny_generator
+from agentbench.records import Episode, Step
+from agentbench.rlft import PPOConfig
+from agentbench.rlft.ppo import PPOTrainer
+from agentbench.rollout import play
+
+ENV = "agentbench/TicTacToe-random-v0"  # the agent plays X against a uniformly random O
+WEAK_STEPS = 30
+WEAK_VALID_SHARE = 0.5
+INVALID_TARGET = "I am not sure."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads():
+    with one_torch_thread():
+        yield
+
+
+def _config(output_dir: Path, **changes: Any) -> PPOConfig:
+    values: dict[str, Any] = dict(
+        env_id=ENV,
+        num_envs=16,
+        episodes_per_update=16,
+        total_updates=12,
+        num_minibatches=2,
+        micro_batch_size=40,
+        update_epochs=2,  # paper: 2 on tic-tac-toe
+        advantage="gae",
+        gamma=1.0,
+        gae_lambda=0.95,
+        cot=False,
+        history_length=0,  # the board is in the state text; past moves add nothing
+        optimizer="adamw",
+        learning_rate=1e-3,
+        lr_min=1e-4,
+        normalize_advantages=True,
+        warmup_steps=0,
+        eval_every=0,
+        eval_episodes=128,
+        checkpoint_every=0,
+        output_dir=str(output_dir),
+        progress=False,
+    )
+    values.update(changes)
+    return PPOConfig(**values)
+
+
+def _weak_start(generator: Any) -> None:
+    """Cross-entropy steps on real tic-tac-toe prompts: most targets invalid text, a
+    minority ``ACTION=k`` with k uniform over the 9 cells, legal or not. Afterwards the
+    model sometimes answers in the format, with no preference among cells."""
+    rng = np.random.default_rng(0)
+    prompts: list[list[int]] = []
+    agent = LLMAgent(generator, LLMAgentSettings(cot=False, history_length=0))
+
+    def keep_prompt(episode: Episode, step: Step, decision: Any) -> None:
+        prompts.append(decision.extras["generation"].prompt_token_ids)
+
+    play(agent, ENV, range(900_000, 900_016), num_envs=16, on_decision=keep_prompt)
+    end = generator.tokenizer.convert_tokens_to_ids(TURN_END)
+
+    def encode(text: str) -> list[int]:
+        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
+
+    optimizer = torch.optim.Adam(generator.model.parameters(), lr=3e-3)
+    generator.model.train()
+    for _ in range(WEAK_STEPS):
+        rows = rng.integers(len(prompts), size=16)
+        targets = [
+            encode(f"ACTION={rng.integers(9)}")
+            if rng.random() < WEAK_VALID_SHARE
+            else encode(INVALID_TARGET)
+            for _ in rows
+        ]
+        logprobs = generator.sequence_logprobs([prompts[i] for i in rows], targets)
+        loss = -torch.cat(logprobs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    generator.model.eval()
+
+
+def _scores(trainer: PPOTrainer) -> dict[str, float]:
+    """Held-out games, sampled and greedy: env return (win 1, draw 0, loss -1), the shaped
+    return PPO maximises (env return + -5 per invalid answer) and the invalid rate."""
+    scores = {}
+    for mode, temperature in (("sampled", 1.0), ("greedy", 0.0)):
+        summary, episodes = trainer.evaluate(temperature=temperature)
+        scores[f"{mode}_return"] = summary["return"]["mean"]
+        scores[f"{mode}_invalid"] = summary["invalid_rate"]["mean"]
+        shaped = [sum(trainer.config.invalid_penalty * (not s.valid) for s in ep.steps)
+                  + ep.total_reward for ep in episodes]  # fmt: skip
+        scores[f"{mode}_shaped_return"] = float(np.mean(shaped))
+    return scores
+
+
+@pytest.mark.slow
+def test_ppo_gae_raises_return_against_the_random_opponent(tmp_path: Path):
+    """Measured (12 updates x 16 games, 128 held-out games, ~2.5 min on one thread):
+    sampled env return 0.28 -> 0.38, greedy 0.27 -> 0.39 (random play: 0.30, center
+    first then random 0.51); invalid rate sampled 0.87 -> 0.66, greedy 0.99 -> 0.57.
+
+    The value head is what makes this work: before value normalisation (a zero head
+    that had to learn returns of about -20 with Adam steps of 1e-3), the all-negative
+    first advantages pushed every sampled answer down and the invalid rate went to 1.
+    """
+    generator = tiny_generator(seed=0)
+    _weak_start(generator)
+    trainer = PPOTrainer(_config(tmp_path), generator)
+    start = _scores(trainer)
+    # The honest start: nearly always invalid, playing like the random fallback.
+    assert start["greedy_invalid"] > 0.9 and start["sampled_invalid"] > 0.8
+    assert start["sampled_return"] < 0.35
+    records = trainer.train()
+    end = _scores(trainer)
+    print("start", start, "\nend", end)
+
+    assert end["greedy_invalid"] < start["greedy_invalid"] - 0.3
+    assert end["sampled_invalid"] < start["sampled_invalid"] - 0.15
+    assert end["sampled_shaped_return"] > start["sampled_shaped_return"] + 2.0
+    assert end["greedy_shaped_return"] > start["greedy_shaped_return"] + 4.0
+    # ...and it wins more: the env return against the random opponent rises.
+    assert end["greedy_return"] > start["greedy_return"] + 0.1
+    assert end["sampled_return"] > start["sampled_return"] + 0.05
+    # the training rollouts agree, and GAE had a value head to work with
+    first, last = records[:3], records[-3:]
+    assert (
+        np.mean([r["invalid_rate"] for r in last])
+        < np.mean([r["invalid_rate"] for r in first]) - 0.1
+    )
+    assert all("value_loss" in r and r["ratio_start_error"] == 0.0 for r in records)
+    assert trainer.value_head is not None and float(trainer.value_head.target_count) > 0
