@@ -117,10 +117,24 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from agentbench.rlft import PPOTrainer, load_ppo_config
+    import tomllib
+
+    from agentbench.rlft import PPOTrainer, ppo_config_from_dict
     from agentbench.rlft.checkpoint import latest_checkpoint
 
-    config = load_ppo_config(args.config)
+    path = Path(args.config)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"training config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"training config file {path} is not valid TOML ({exc})") from None
+    method = data.pop("method", "ppo")
+    if method in SELF_TRAINING:
+        return _self_train(method, data, args, console)
+    if method != "ppo":
+        raise ConfigError(f"method {method!r} is not one of ppo, {', '.join(SELF_TRAINING)}")
+    config = ppo_config_from_dict(data)
     if args.out:
         config.output_dir = args.out
     if latest_checkpoint(config.output_dir) is not None:
@@ -132,7 +146,85 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     records = trainer.train()
     summary, _ = trainer.evaluate()
-    table = Table(title=f"held-out evaluation after {trainer.update} updates (greedy)")
+    if not trainer.parallel.is_main:
+        return 0  # under accelerate launch, one process reports and exports
+    _print_evaluation(
+        console, summary, f"held-out evaluation after {trainer.update} updates (greedy)"
+    )
+    console.print(
+        f"{len(records)} updates in {time.perf_counter() - started:.0f} s; "
+        f"metrics and checkpoints in {config.output_dir}"
+    )
+    if args.export:
+        console.print(f"fine-tuned model: {trainer.export_model(args.export)}")
+    return 0
+
+
+SELF_TRAINING = ("expert-iteration", "return-conditioned")
+
+
+def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
+                console: Console) -> int:  # fmt: skip
+    """Expert iteration or return-conditioned training from a TOML config: the keys of
+    its config class, an [sft] table (SFTConfig), and model / dtype / use_lora /
+    lora_r / eval_seed / eval_episodes."""
+    from dataclasses import fields
+
+    from agentbench.models.catalog import resolve_model
+    from agentbench.rlft import (
+        ExpertIteration,
+        ExpertIterationConfig,
+        ReturnConditioned,
+        ReturnConditionedConfig,
+    )
+    from agentbench.rlft.ppo import add_lora
+    from agentbench.rlft.sft import SFTConfig
+
+    trainer_class, config_class = {
+        "expert-iteration": (ExpertIteration, ExpertIterationConfig),
+        "return-conditioned": (ReturnConditioned, ReturnConditionedConfig),
+    }[method]
+    data = dict(data)
+    own = {"model": "smollm2-135m-instruct", "dtype": None, "use_lora": False, "lora_r": 16,
+           "eval_seed": 1_000_000, "eval_episodes": 16}  # fmt: skip
+    options = {key: data.pop(key, default) for key, default in own.items()}
+    if data.get("history_length") == "all":
+        data["history_length"] = None
+    if args.out:
+        data["output_dir"] = args.out
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {method} settings {unknown}: accepted are {sorted(known | set(own))}"
+        )
+    sft_options = data.pop("sft", {})
+    sft_known = {f.name for f in fields(SFTConfig)}
+    if not isinstance(sft_options, dict) or set(sft_options) - sft_known:
+        raise ConfigError(f"[sft] takes the SFTConfig settings {sorted(sft_known)}")
+    config = config_class(**data, sft=SFTConfig(**sft_options))
+    generator = resolve_model(options["model"], dtype=options["dtype"])
+    if options["use_lora"]:
+        r = int(options["lora_r"])
+        generator.model = add_lora(generator.model, r=r, alpha=2 * r, seed=config.sft.seed)
+    trainer = trainer_class(generator, config)
+    started = time.perf_counter()
+    records = trainer.train()
+    seeds = range(options["eval_seed"], options["eval_seed"] + options["eval_episodes"])
+    summary, _ = trainer.evaluate(seeds)
+    _print_evaluation(console, summary, f"held-out evaluation after {len(records)} iterations")
+    console.print(f"{len(records)} iterations in {time.perf_counter() - started:.0f} s"
+                  + (f"; metrics in {config.output_dir}" if config.output_dir else ""))  # fmt: skip
+    if args.export:
+        from agentbench.rlft.checkpoint import export_model
+
+        path = export_model(generator.model, generator.tokenizer, args.export)
+        console.print(f"fine-tuned model: {path}")
+    return 0
+
+
+def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
     for column in ("metric", "mean", "95% CI"):
         table.add_column(column)
     for name in ("return", "final_regret", "invalid_rate", "coverage", "win_rate"):
@@ -142,13 +234,6 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
                         if estimate["low"] is not None else "n/a")  # fmt: skip
             table.add_row(name, f"{estimate['mean']:.3f}", interval)
     console.print(table)
-    console.print(
-        f"{len(records)} updates in {time.perf_counter() - started:.0f} s; "
-        f"metrics and checkpoints in {config.output_dir}"
-    )
-    if args.export:
-        console.print(f"fine-tuned model: {trainer.export_model(args.export)}")
-    return 0
 
 
 def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
@@ -298,8 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", help="report title")
     report.set_defaults(func=_cmd_report)
 
-    train = sub.add_parser("train", help="RL fine-tune an LLM agent with PPO (TOML config)")
-    train.add_argument("config", help="PPO config TOML (fields of agentbench.rlft.PPOConfig)")
+    train = sub.add_parser("train", help="RL fine-tune an LLM agent: PPO, expert iteration or "
+                           "return-conditioned training (TOML config)")  # fmt: skip
+    train.add_argument("config", help="TOML config: PPOConfig fields (agentbench/rlft/config.py), "
+                       "or method = \"expert-iteration\" / \"return-conditioned\" and that "
+                       "method's config fields")  # fmt: skip
     train.add_argument("--out", help="output directory (overrides output_dir); resumes if it "
                        "holds a checkpoint")  # fmt: skip
     train.add_argument(

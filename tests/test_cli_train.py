@@ -63,6 +63,11 @@ def test_the_example_configs_are_valid() -> None:
     for path in examples:
         config = load_ppo_config(path)
         assert config.total_updates >= 1
+    from agentbench.suite import load_suite
+
+    suites = sorted((Path(__file__).parents[1] / "configs" / "suites").glob("*.toml"))
+    for path in suites:
+        load_suite(str(path)).validate()
 
 
 def test_sft_command_writes_a_model_that_loads_by_path(tmp_path: Path, monkeypatch, capsys):
@@ -84,3 +89,46 @@ def test_sft_command_writes_a_model_that_loads_by_path(tmp_path: Path, monkeypat
     assert any(not torch.equal(trained[k], untouched[k]) for k in trained)
     assert main(argv[:-1] + [str(tmp_path / "x"), "--env-arg", "horizon"]) == 2
     assert "not KEY=VALUE" in capsys.readouterr().err
+
+
+SELF_TRAINING = """
+method = "{method}"
+model = "tiny"
+env_id = "agentbench/GaussianBandit-v0"
+env_kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
+iterations = 1
+cot = false
+num_envs = 4
+eval_episodes = 2
+output_dir = "{out}"
+{extra}
+
+[sft]
+batch_size = 4
+"""
+
+
+def test_train_command_runs_expert_iteration_and_return_conditioned(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(catalog, "resolve_model", lambda name, **kw: tiny_generator(seed=1))
+    extras = {
+        "expert-iteration": "train_episodes = 2\nsamples_per_seed = 2",
+        "return-conditioned": "episodes_per_iteration = 4",
+    }
+    for method, extra in extras.items():
+        out = tmp_path / method
+        config = tmp_path / f"{method}.toml"
+        config.write_text(SELF_TRAINING.format(method=method, out=out, extra=extra))
+        assert main(["train", str(config), "--export", str(tmp_path / f"{method}-model")]) == 0
+        printed = capsys.readouterr().out
+        assert "held-out evaluation after 1 iterations" in printed, printed
+        (line,) = (out / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(line)["iteration"] == 1
+        assert (tmp_path / f"{method}-model" / "model.safetensors").is_file()
+    config.write_text(SELF_TRAINING.format(method="expert-iteration", out=out, extra="bogus = 1"))
+    assert main(["train", str(config)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    config.write_text('method = "dpo"\n')
+    assert main(["train", str(config)]) == 2
+    assert "'dpo' is not one of ppo" in capsys.readouterr().err
