@@ -152,7 +152,8 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         console, summary, f"held-out evaluation after {trainer.update} updates (greedy)"
     )
     console.print(
-        f"{len(records)} updates in {time.perf_counter() - started:.0f} s; "
+        f"{sum(r['update'] > 0 for r in records)} updates in "  # not the update-0 evaluation
+        f"{time.perf_counter() - started:.0f} s; "
         f"metrics and checkpoints in {config.output_dir}"
     )
     if args.export:
