@@ -117,18 +117,11 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
-    import tomllib
-
     from agentbench.rlft import PPOTrainer, ppo_config_from_dict
     from agentbench.rlft.checkpoint import latest_checkpoint
+    from agentbench.rlft.config import read_toml
 
-    path = Path(args.config)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"training config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"training config file {path} is not valid TOML ({exc})") from None
+    data = read_toml(args.config, "training config")
     method = data.pop("method", "ppo")
     if method in SELF_TRAINING:
         return _self_train(method, data, args, console)

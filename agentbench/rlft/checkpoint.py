@@ -113,17 +113,27 @@ def export_model(model: Any, tokenizer: Any, directory: str | Path) -> Path:
     standalone = copy.deepcopy(model)
     if hasattr(standalone, "merge_and_unload"):  # a peft model: fold the adapters in
         standalone = standalone.merge_and_unload()
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
-    try:
+
+    def write(staging: Path) -> None:
         standalone.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+
+    return write_directory(directory, write)
+
+
+def write_directory(target: Path, write: Any) -> Path:
+    """Fill a hidden staging directory beside ``target`` with ``write(staging)``, then
+    rename it into place (replacing ``target``); on any error nothing is left behind."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return directory
+    return target
 
 
 # ---------------------------------------------------------------- optimizer / scheduler
@@ -236,16 +246,7 @@ def write_checkpoint(
     ``latest.json`` at it, then delete all but the ``keep`` newest."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
-    target = root / checkpoint_name(update)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=root))
-    try:
-        write_parts(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    target = write_directory(root / checkpoint_name(update), write_parts)
     _write_json(root / LATEST_FILE, {"checkpoint": target.name, "update": update})
     finished = sorted(p for p in root.glob("update_*") if p.is_dir())
     for old in finished[: max(0, len(finished) - keep)]:

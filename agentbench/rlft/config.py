@@ -182,16 +182,20 @@ def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
     return PPOConfig(**values)
 
 
-def load_ppo_config(path: str | Path) -> PPOConfig:
-    """Read a flat TOML file of PPOConfig keys."""
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a ConfigError naming it."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"PPO config file {path} does not exist") from None
+        raise ConfigError(f"{what} file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"PPO config file {path} is not valid TOML ({exc})") from None
-    return ppo_config_from_dict(data)
+        raise ConfigError(f"{what} file {path} is not valid TOML ({exc})") from None
+
+
+def load_ppo_config(path: str | Path) -> PPOConfig:
+    """Read a flat TOML file of PPOConfig keys."""
+    return ppo_config_from_dict(read_toml(path, "PPO config"))
 
 
 # ---------------------------------------------------------------- validation

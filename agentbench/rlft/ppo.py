@@ -182,6 +182,22 @@ def training_rewards(episodes: Sequence[Episode], config: PPOConfig) -> list[np.
 # ---------------------------------------------------------------- rollout data
 
 
+def generated_tokens(
+    episode: Episode, step: Step, decision: Decision
+) -> tuple[list[int], list[int]]:
+    """The prompt and generated token ids of a step's LLM answer (an ``on_decision``
+    hook's arguments); an error for a step the model did not write itself (a
+    template answer of try-all or epsilon-greedy), since RL fine-tuning trains only
+    on the model's own answers."""
+    generation = decision.extras.get("generation")
+    if generation is None or not generation.token_ids:
+        raise RuntimeError(
+            f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
+            "RL fine-tuning trains only on the model's own answers"
+        )
+    return list(generation.prompt_token_ids), list(generation.token_ids)
+
+
 @dataclass
 class StepSample:
     """One decision of a rollout: what the policy saw and wrote, and where it belongs."""
@@ -439,16 +455,7 @@ class PPOTrainer:
         recorded: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
 
         def record(episode: Episode, step: Step, decision: Decision) -> None:
-            generation = decision.extras.get("generation")
-            if generation is None or not generation.token_ids:
-                raise RuntimeError(
-                    f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
-                    "PPO trains only on the model's own answers"
-                )
-            recorded[(episode.seed, step.t)] = (
-                list(generation.prompt_token_ids),
-                list(generation.token_ids),
-            )
+            recorded[(episode.seed, step.t)] = generated_tokens(episode, step, decision)
 
         self.model.eval()
         seeds = self.train_seeds(update)

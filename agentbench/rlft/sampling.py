@@ -34,7 +34,7 @@ from agentbench.errors import ConfigError
 from agentbench.metrics import summarize
 from agentbench.records import Episode, Step
 from agentbench.rlft.config import PPOConfig
-from agentbench.rlft.ppo import training_rewards
+from agentbench.rlft.ppo import generated_tokens, training_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import play
 from agentbench.shaping import INVALID_ACTION_PENALTY
@@ -179,15 +179,8 @@ def _play_sample(
     recorded: dict[tuple[int, int], SampledStep] = {}
 
     def record(episode: Episode, step: Step, decision: Decision) -> None:
-        generation = decision.extras.get("generation")
-        if generation is None or not generation.token_ids:
-            raise RuntimeError(
-                f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
-                "self-training learns only from the model's own answers"
-            )
-        recorded[(episode.seed, step.t)] = SampledStep(
-            step.t, list(generation.prompt_token_ids), list(generation.token_ids), decision.extras
-        )
+        prompt, completion = generated_tokens(episode, step, decision)
+        recorded[(episode.seed, step.t)] = SampledStep(step.t, prompt, completion, decision.extras)
 
     episodes = play(
         agent,
