@@ -101,3 +101,53 @@ def weak_start(
     ]
     config = SFTConfig(learning_rate=3e-3, lr_min=3e-3, batch_size=16, seed=seed)
     train_on_targets(generator, [prompts[i] for i in rows], targets, config, "weak start")
+
+
+def adam_weak_start(
+    generator: Any,
+    env_id: str,
+    n_actions: int,
+    settings: Any,
+    seeds: range,
+    valid_share: float,
+    steps: int = 30,
+) -> None:
+    """The PPO learning tests' weak start: ``steps`` plain Adam steps (lr 3e-3, 16 rows)
+    on prompts the agent (``settings``) meets in ``seeds``; a ``valid_share`` of the
+    targets are ``ACTION=k`` with k uniform over ``n_actions``, the rest invalid text.
+    The random-init tiny model never writes ``ACTION=``; after this it sometimes does,
+    with no preference among actions. (The PPO tests' margins were measured from this
+    start; :func:`weak_start` is the self-training tests' equivalent.)"""
+    from agentbench.agent.llm import LLMAgent
+    from agentbench.models.tiny import TURN_END
+    from agentbench.rollout import play
+
+    rng = np.random.default_rng(0)
+    prompts: list[list[int]] = []
+    agent = LLMAgent(generator, settings)
+
+    def keep_prompt(episode: Any, step: Any, decision: Any) -> None:
+        prompts.append(decision.extras["generation"].prompt_token_ids)
+
+    play(agent, env_id, seeds, num_envs=len(seeds), on_decision=keep_prompt)
+    end = generator.tokenizer.convert_tokens_to_ids(TURN_END)
+
+    def encode(text: str) -> list[int]:
+        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
+
+    optimizer = torch.optim.Adam(generator.model.parameters(), lr=3e-3)
+    generator.model.train()
+    for _ in range(steps):
+        rows = rng.integers(len(prompts), size=16)
+        targets = [
+            encode(f"ACTION={rng.integers(n_actions)}")
+            if rng.random() < valid_share
+            else encode(WEAK_START_INVALID_TARGET)
+            for _ in rows
+        ]
+        logprobs = generator.sequence_logprobs([prompts[i] for i in rows], targets)
+        loss = -torch.cat(logprobs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    generator.model.eval()

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fixed_bandits import fixed_arms_bandit, one_torch_thread, registered
+from fixed_bandits import adam_weak_start, fixed_arms_bandit, one_torch_thread, registered
 
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
-from agentbench.models.tiny import TURN_END, tiny_generator
+from agentbench.models.tiny import tiny_generator
 from agentbench.records import Episode, Step
 from agentbench.rlft import (
     PPOConfig,
@@ -38,7 +38,6 @@ from agentbench.rlft.ppo import (
     ppo_token_losses,
     training_rewards,
 )
-from agentbench.rollout import play
 
 FIXED_ENV = "agentbench-test/FixedArmsBandit-v0"
 FIXED_MEANS = (0.2, 0.8)  # arm 1 is always best: regret falls only if the policy learns it
@@ -235,7 +234,6 @@ def test_config_loads_from_toml(tmp_path: Path):
 
 SFT_STEPS = 30
 SFT_VALID_SHARE = 0.25  # a minority of the supervised targets are ACTION=k
-INVALID_TARGET = "I am not sure."
 RANDOM_REGRET = 5 * (max(FIXED_MEANS) - np.mean(FIXED_MEANS))  # 5 steps, arms at random: 1.5
 
 
@@ -271,38 +269,10 @@ def _learning_config(output_dir: Path, **changes: Any) -> PPOConfig:
 
 
 def _supervised_weak_start(generator: Any) -> None:
-    """A few cross-entropy steps on real prompts of the env: most targets are invalid
-    text, a minority ``ACTION=k`` with k at random. The random-init tiny model never
-    writes ``ACTION=``; after this it sometimes does, with no preference among arms."""
-    rng = np.random.default_rng(0)
-    prompts: list[list[int]] = []
-    agent = LLMAgent(generator, LLMAgentSettings(cot=False, temperature=1.0))
-
-    def keep_prompt(episode: Episode, step: Step, decision: Any) -> None:
-        prompts.append(decision.extras["generation"].prompt_token_ids)
-
-    play(agent, FIXED_ENV, range(900_000, 900_008), num_envs=8, on_decision=keep_prompt)
-    end = generator.tokenizer.convert_tokens_to_ids(TURN_END)
-
-    def encode(text: str) -> list[int]:
-        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
-
-    optimizer = torch.optim.Adam(generator.model.parameters(), lr=3e-3)
-    generator.model.train()
-    for _ in range(SFT_STEPS):
-        rows = rng.integers(len(prompts), size=16)
-        targets = [
-            encode(f"ACTION={rng.integers(len(FIXED_MEANS))}")
-            if rng.random() < SFT_VALID_SHARE
-            else encode(INVALID_TARGET)
-            for _ in rows
-        ]
-        logprobs = generator.sequence_logprobs([prompts[i] for i in rows], targets)
-        loss = -torch.cat(logprobs).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    generator.model.eval()
+    """Mostly invalid answers, ACTION=k a minority of the time, no preference among arms."""
+    settings = LLMAgentSettings(cot=False, temperature=1.0)
+    adam_weak_start(generator, FIXED_ENV, len(FIXED_MEANS), settings,
+                    range(900_000, 900_008), SFT_VALID_SHARE, SFT_STEPS)  # fmt: skip
 
 
 def _scores(trainer: PPOTrainer) -> dict[str, float]:

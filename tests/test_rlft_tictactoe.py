@@ -8,20 +8,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from fixed_bandits import one_torch_thread
+from fixed_bandits import adam_weak_start, one_torch_thread
 
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
-from agentbench.models.tiny import TURN_END, tiny_generator
-from agentbench.records import Episode, Step
+from agentbench.agent.llm import LLMAgentSettings
+from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import PPOConfig
 from agentbench.rlft.ppo import PPOTrainer
-from agentbench.rollout import play
 
 ENV = "agentbench/TicTacToe-random-v0"  # the agent plays X against a uniformly random O
 WEAK_STEPS = 30
 WEAK_VALID_SHARE = 0.5
-INVALID_TARGET = "I am not sure."
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,35 +59,9 @@ def _weak_start(generator: Any) -> None:
     """Cross-entropy steps on real tic-tac-toe prompts: most targets invalid text, a
     minority ``ACTION=k`` with k uniform over the 9 cells, legal or not. Afterwards the
     model sometimes answers in the format, with no preference among cells."""
-    rng = np.random.default_rng(0)
-    prompts: list[list[int]] = []
-    agent = LLMAgent(generator, LLMAgentSettings(cot=False, history_length=0))
-
-    def keep_prompt(episode: Episode, step: Step, decision: Any) -> None:
-        prompts.append(decision.extras["generation"].prompt_token_ids)
-
-    play(agent, ENV, range(900_000, 900_016), num_envs=16, on_decision=keep_prompt)
-    end = generator.tokenizer.convert_tokens_to_ids(TURN_END)
-
-    def encode(text: str) -> list[int]:
-        return list(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) + [end]
-
-    optimizer = torch.optim.Adam(generator.model.parameters(), lr=3e-3)
-    generator.model.train()
-    for _ in range(WEAK_STEPS):
-        rows = rng.integers(len(prompts), size=16)
-        targets = [
-            encode(f"ACTION={rng.integers(9)}")
-            if rng.random() < WEAK_VALID_SHARE
-            else encode(INVALID_TARGET)
-            for _ in rows
-        ]
-        logprobs = generator.sequence_logprobs([prompts[i] for i in rows], targets)
-        loss = -torch.cat(logprobs).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    generator.model.eval()
+    settings = LLMAgentSettings(cot=False, history_length=0)
+    adam_weak_start(generator, ENV, 9, settings, range(900_000, 900_016), WEAK_VALID_SHARE,
+                    WEAK_STEPS)  # fmt: skip
 
 
 def _scores(trainer: PPOTrainer) -> dict[str, float]:
@@ -110,7 +80,7 @@ def _scores(trainer: PPOTrainer) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_ppo_gae_raises_return_against_the_random_opponent(tmp_path: Path):
-    """Measured (12 updates x 16 games, 128 held-out games, ~2.5 min on one thread):
+    """Measured (12 updates x 16 games, 128 held-out games, ~3 min on one thread):
     sampled env return 0.28 -> 0.38, greedy 0.27 -> 0.39 (random play: 0.30, center
     first then random 0.51); invalid rate sampled 0.87 -> 0.66, greedy 0.99 -> 0.57.
 
