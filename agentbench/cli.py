@@ -162,16 +162,14 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     """Expert iteration or return-conditioned training from a TOML config: the keys of
     its config class, an [sft] table (SFTConfig), and model / dtype / use_lora /
     lora_r / eval_seed / eval_episodes."""
-    from dataclasses import fields
 
-    from agentbench.models.catalog import resolve_model
     from agentbench.rlft import (
         ExpertIteration,
         ExpertIterationConfig,
         ReturnConditioned,
         ReturnConditionedConfig,
     )
-    from agentbench.rlft.ppo import add_lora
+    from agentbench.rlft.config import config_from_dict
     from agentbench.rlft.sft import SFTConfig
 
     trainer_class, config_class = {
@@ -182,25 +180,15 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     own = {"model": "smollm2-135m-instruct", "dtype": None, "use_lora": False, "lora_r": 16,
            "eval_seed": 1_000_000, "eval_episodes": 16}  # fmt: skip
     options = {key: data.pop(key, default) for key, default in own.items()}
-    if data.get("history_length") == "all":
-        data["history_length"] = None
     if args.out:
         data["output_dir"] = args.out
-    known = {f.name for f in fields(config_class)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown {method} settings {unknown}: accepted are {sorted(known | set(own))}"
-        )
     sft_options = data.pop("sft", {})
-    sft_known = {f.name for f in fields(SFTConfig)}
-    if not isinstance(sft_options, dict) or set(sft_options) - sft_known:
-        raise ConfigError(f"[sft] takes the SFTConfig settings {sorted(sft_known)}")
-    config = config_class(**data, sft=SFTConfig(**sft_options))
-    generator = resolve_model(options["model"], dtype=options["dtype"])
-    if options["use_lora"]:
-        r = int(options["lora_r"])
-        generator.model = add_lora(generator.model, r=r, alpha=2 * r, seed=config.sft.seed)
+    if not isinstance(sft_options, dict):
+        raise ConfigError(f"sft must be a table of SFTConfig settings, got {sft_options!r}")
+    sft = config_from_dict(SFTConfig, sft_options, "[sft]")
+    config = config_from_dict(config_class, {**data, "sft": sft}, method, also_accepted=own)
+    generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
+                                     int(options["lora_r"]), config.sft.seed)  # fmt: skip
     trainer = trainer_class(generator, config)
     started = time.perf_counter()
     records = trainer.train()
@@ -215,6 +203,20 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         path = export_model(generator.model, generator.tokenizer, args.export)
         console.print(f"fine-tuned model: {path}")
     return 0
+
+
+def _trainable_generator(model: str, dtype: str | None, lora: bool, lora_r: int, seed: int) -> Any:
+    """The named model, loaded to be fine-tuned in place: with LoRA adapters (rank r,
+    alpha 2r, initialised from ``seed``) or with every weight trainable."""
+    from agentbench.models.catalog import resolve_model
+    from agentbench.rlft.ppo import add_lora
+
+    generator = resolve_model(model, dtype=dtype)
+    if lora:
+        generator.model = add_lora(generator.model, r=lora_r, alpha=2 * lora_r, seed=seed)
+    else:
+        generator.model.requires_grad_(True)
+    return generator
 
 
 def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> None:
@@ -233,9 +235,7 @@ def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> 
 def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     from agentbench.agent.context import ContextSettings
     from agentbench.envs import get_preset
-    from agentbench.models.catalog import resolve_model
     from agentbench.rlft.checkpoint import export_model
-    from agentbench.rlft.ppo import add_lora
     from agentbench.rlft.sft import SFTConfig, expert_dataset, train_sft
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
@@ -254,12 +254,7 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     examples = expert_dataset(args.env, range(args.seed, args.seed + args.episodes), args.mode,
                               env_kwargs=env_kwargs, context=context)  # fmt: skip
     console.print(f"{len(examples)} expert examples from {args.episodes} UCB episodes")
-    generator = resolve_model(args.model, dtype=args.dtype)
-    model = generator.model
-    if args.lora:
-        generator.model = add_lora(model, r=args.lora_r, alpha=2 * args.lora_r, seed=args.seed)
-    else:
-        model.requires_grad_(True)
+    generator = _trainable_generator(args.model, args.dtype, args.lora, args.lora_r, args.seed)
     records = train_sft(generator, examples, config)
     path = export_model(generator.model, generator.tokenizer, args.out)
     (path / "sft.json").write_text(json.dumps({"args": vars(args) | {"func": None},

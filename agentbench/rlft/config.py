@@ -19,6 +19,7 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -170,16 +171,26 @@ class PPOConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
 
-def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
-    """A PPOConfig from plain values, with one clear error for unknown keys."""
-    known = {f.name for f in fields(PPOConfig)}
+def config_from_dict(
+    cls: type, data: dict[str, Any], what: str, also_accepted: Sequence[str] = ()
+) -> Any:
+    """``cls(**data)`` for a config dataclass, with one clear error for unknown keys
+    (``also_accepted`` are keys the caller took out before, named in that error) and
+    ``history_length = "all"`` read as None (TOML has no null)."""
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown PPO settings {unknown}: accepted are {sorted(known)}")
+        accepted = sorted(known | set(also_accepted))
+        raise ConfigError(f"unknown {what} settings {unknown}: accepted are {accepted}")
     values = dict(data)
     if values.get("history_length") == ALL_HISTORY:
         values["history_length"] = None
-    return PPOConfig(**values)
+    return cls(**values)
+
+
+def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
+    """A PPOConfig from plain values, with one clear error for unknown keys."""
+    return config_from_dict(PPOConfig, data, "PPO")
 
 
 def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:

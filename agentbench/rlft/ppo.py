@@ -506,11 +506,8 @@ class PPOTrainer:
         the mean return, a baseline from the first update on."""
         if self.value_head is None:
             return
-        targets = np.concatenate(
-            [returns_to_go(rewards, self.config.gamma) for rewards in batch.rewards]
-        )
         self.value_head.update_statistics(
-            len(targets), float(targets.sum()), float(np.square(targets).sum())
+            np.concatenate([returns_to_go(rewards, self.config.gamma) for rewards in batch.rewards])
         )
 
     def score_batch(self, batch: RolloutBatch, first_order: np.ndarray) -> None:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -73,13 +74,14 @@ class ValueHead(nn.Module):
         """Value targets in the head's units."""
         return (targets - float(self.target_mean)) / self.target_std
 
-    def update_statistics(self, count: float, total: float, squares: float) -> None:
-        """Merge a batch of targets, given by its size, sum and sum of squares, into
-        the running statistics."""
-        if count <= 0:
+    def update_statistics(self, targets: np.ndarray) -> None:
+        """Merge a batch of value targets into the running statistics (Chan et al.'s
+        parallel update of count, mean and sum of squared deviations)."""
+        count = len(targets)
+        if count == 0:
             return
-        batch_mean = total / count
-        batch_m2 = max(0.0, squares - count * batch_mean**2)
+        batch_mean = float(np.mean(targets))
+        batch_m2 = float(np.sum(np.square(targets - batch_mean)))
         seen, mean = float(self.target_count), float(self.target_mean)
         merged = seen + count
         delta = batch_mean - mean
