@@ -80,12 +80,12 @@ class PPOConfig:
     reward_normalisation: str = "scale"  # "scale": env reward / reward_scale; "batch_std": env
     # reward / its std over the rollout (stateless, so resuming stays exact)
     reward_scale: float = 1.0  # divisor of the env reward under "scale" (bandit rewards ~ 1)
-    invalid_penalty: float = INVALID_ACTION_PENALTY  # added to invalid steps (SPEC: -5)
+    invalid_penalty: float = INVALID_ACTION_PENALTY  # added to invalid steps, <= 0 (SPEC: -5)
     exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
     # ---- LoRA vs full fine-tuning
     use_lora: bool = False  # False: full fine-tuning (paper) with a frozen reference copy
     lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r), at least 1
     lora_dropout: float = 0.0  # > 0 makes the first PPO ratio differ from 1 (dropout noise)
     lora_target_modules: list[str] | str = "all-linear"  # peft target_modules
     # ---- the agent (SPEC.md section 2); rollouts sample at temperature 1.0, eval is greedy
@@ -115,6 +115,7 @@ class PPOConfig:
             "micro_batch_size",
             "update_epochs",
             "lora_r",
+            "lora_alpha",
             "budget",
             "keep_checkpoints",
             "eval_episodes",
@@ -129,22 +130,11 @@ class PPOConfig:
             "seed",
         ):
             _at_least(name, getattr(self, name), 0)
-        for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
-        for name in ("lr_min", "weight_decay", "kl_beta", "value_coef", "exploration_bonus"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        check_float_settings(self, PPO_FLOAT_RANGES)
         if self.lr_min > self.learning_rate:
             raise ConfigError(
                 f"lr_min {self.lr_min} must not exceed learning_rate {self.learning_rate}"
             )
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
         train_end = self.train_seed + self.total_updates * self.episodes_per_update
         eval_end = self.eval_seed + self.eval_episodes
         if self.train_seed < eval_end and self.eval_seed < train_end:
@@ -202,6 +192,12 @@ def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{what} file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} file {path} is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} file {path} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path} cannot be read ({exc.strerror})") from None
 
 
 def load_ppo_config(path: str | Path) -> PPOConfig:
@@ -210,6 +206,81 @@ def load_ppo_config(path: str | Path) -> PPOConfig:
 
 
 # ---------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The accepted values of a float setting: finite, between ``low`` and ``high``
+    (each end included unless open)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open or self.low == -math.inf else "["
+        right = ")" if self.high_open or self.high == math.inf else "]"
+        return f"{left}{_number(self.low)}, {_number(self.high)}{right}"
+
+
+def _number(value: float) -> str:
+    return "inf" if value == math.inf else "-inf" if value == -math.inf else f"{value:g}"
+
+
+POSITIVE = Interval(0.0, low_open=True)
+NON_NEGATIVE = Interval(0.0)
+NON_POSITIVE = Interval(high=0.0)
+UNIT = Interval(0.0, 1.0)
+ANY_FINITE = Interval()
+
+PPO_FLOAT_RANGES = {
+    "learning_rate": POSITIVE,
+    "lr_min": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE,
+    "clip_eps": POSITIVE,
+    "kl_beta": NON_NEGATIVE,
+    "gamma": UNIT,
+    "gae_lambda": UNIT,
+    "value_coef": NON_NEGATIVE,
+    "reward_scale": POSITIVE,
+    "invalid_penalty": NON_POSITIVE,
+    "exploration_bonus": NON_NEGATIVE,
+    "lora_dropout": Interval(0.0, 1.0, high_open=True),
+}
+
+
+def float_fields(cls: type) -> list[str]:
+    """The fields of a config dataclass annotated ``float`` or ``float | None``."""
+    hints = typing.get_type_hints(cls)
+    return [
+        f.name
+        for f in fields(cls)
+        if hints[f.name] is float or float in typing.get_args(hints[f.name])
+    ]
+
+
+def check_float_settings(config: Any, ranges: dict[str, Interval]) -> None:
+    """Every float setting of ``config`` a finite number in its range (None passes where
+    the annotation allows it): a ConfigError naming the field, the value and the range.
+
+    ``ranges`` must name every float field, so a new one cannot go unchecked."""
+    for name in float_fields(type(config)):
+        if name not in ranges:
+            raise TypeError(f"{type(config).__name__}.{name} has no accepted range")
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} = {value!r} is not a number; accepted is {ranges[name]}")
+        if value not in ranges[name]:
+            raise ConfigError(f"{name} must be a finite number in {ranges[name]}, got {value!r}")
 
 
 def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.records import Episode
+from agentbench.rlft.config import ANY_FINITE, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
     SelfTrainingConfig,
@@ -59,6 +60,9 @@ class ExpertIterationConfig(SelfTrainingConfig):
     # sample whose training return is above `threshold`
     threshold: float = 0.0  # the return to beat under selection "threshold"
 
+    def float_ranges(self) -> dict[str, Interval]:
+        return {**super().float_ranges(), "threshold": ANY_FINITE}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("train_episodes", "samples_per_seed"):
@@ -66,8 +70,6 @@ class ExpertIterationConfig(SelfTrainingConfig):
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"selection {self.selection!r} is not one of {', '.join(SELECTIONS)}")
-        if not np.isfinite(self.threshold):
-            raise ConfigError(f"threshold must be a finite number, got {self.threshold}")
 
 
 def select_episodes(

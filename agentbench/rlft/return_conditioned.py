@@ -37,6 +37,7 @@ from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.records import Episode
+from agentbench.rlft.config import ANY_FINITE, UNIT, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
     SelfTrainingConfig,
@@ -66,16 +67,15 @@ class ReturnConditionedConfig(SelfTrainingConfig):
     # "step": each step is labelled by its own training reward, for envs where an answer
     # changes only its own reward (bandits; cf. PPOConfig gamma = 0)
 
+    def float_ranges(self) -> dict[str, Interval]:
+        return {**super().float_ranges(), "threshold": ANY_FINITE, "quantile": UNIT}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.episodes_per_iteration < 1:
             raise ConfigError(
                 f"episodes_per_iteration must be at least 1, got {self.episodes_per_iteration}"
             )
-        if self.threshold is not None and not np.isfinite(self.threshold):
-            raise ConfigError(f"threshold must be a finite number or None, got {self.threshold}")
-        if not 0 <= self.quantile <= 1:
-            raise ConfigError(f"quantile must lie in [0, 1], got {self.quantile}")
         if self.credit not in CREDITS:
             raise ConfigError(f"credit {self.credit!r} is not one of {', '.join(CREDITS)}")
 

@@ -19,7 +19,6 @@ cross-entropy on its own generated tokens.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +32,14 @@ from agentbench.agent.llm import LLMAgent, LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.metrics import summarize
 from agentbench.records import Episode, Step
-from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.config import (
+    NON_NEGATIVE,
+    NON_POSITIVE,
+    POSITIVE,
+    Interval,
+    PPOConfig,
+    check_float_settings,
+)
 from agentbench.rlft.ppo import generated_tokens, training_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import play
@@ -54,12 +60,12 @@ class SelfTrainingConfig:
     train_seed: int = 0  # first training episode seed (keep evaluation seeds apart)
     num_envs: int = 64  # episodes played in parallel (one batched generate call per step)
     # ---- the sampling agent (SPEC.md 2); evaluation is greedy unless asked otherwise
-    temperature: float = 1.0  # sampling temperature of training episodes (SPEC: 1.0)
+    temperature: float = 1.0  # sampling temperature of training episodes, > 0 (SPEC: 1.0)
     cot: bool = True  # think, then ACTION=X; False: ACTION=X only (16-token budget)
     budget: int = 256  # generation budget G with CoT (SPEC default 256)
     history_length: int | None = 50  # C: transitions in the context; None = whole episode
     # ---- the training return of an episode (PPO's shaping, summed)
-    invalid_penalty: float = INVALID_ACTION_PENALTY  # added per invalid step (SPEC: -5)
+    invalid_penalty: float = INVALID_ACTION_PENALTY  # added per invalid step, <= 0 (SPEC: -5)
     exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
     # ---- fine-tuning: the cross-entropy step of every iteration (prompt masked); iteration
     # i trains with a seed drawn from (sft.seed, i), so each iteration shuffles differently
@@ -72,17 +78,18 @@ class SelfTrainingConfig:
         for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(
-                f"temperature must be a positive number (training samples), got {self.temperature}"
-            )
-        if not self.invalid_penalty <= 0:
-            raise ConfigError(f"invalid_penalty must be 0 or less, got {self.invalid_penalty}")
-        if not self.exploration_bonus >= 0:
-            raise ConfigError(f"exploration_bonus must be 0 or more, got {self.exploration_bonus}")
+        check_float_settings(self, self.float_ranges())
         if not isinstance(self.sft, SFTConfig):
             raise ConfigError(f"sft must be an SFTConfig, got {type(self.sft).__name__}")
         self.agent_settings()  # LLMAgentSettings checks history_length
+
+    def float_ranges(self) -> dict[str, Interval]:
+        """The accepted range of every float setting (a subclass adds its own)."""
+        return {
+            "temperature": POSITIVE,
+            "invalid_penalty": NON_POSITIVE,
+            "exploration_bonus": NON_NEGATIVE,
+        }
 
     def agent_settings(
         self, temperature: float | None = None, return_token: str | None = None

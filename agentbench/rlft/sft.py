@@ -43,6 +43,7 @@ from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Episode, Step
+from agentbench.rlft.config import NON_NEGATIVE, POSITIVE, check_float_settings
 from agentbench.rlft.ppo import forked_torch_rng, lr_factor
 from agentbench.rollout import play
 
@@ -166,21 +167,24 @@ def expert_dataset(
 class SFTConfig:
     """Supervised fine-tuning settings."""
 
-    learning_rate: float = 1e-4  # peak AdamW learning rate
-    lr_min: float = 1e-6  # end of the cosine decay
+    learning_rate: float = 1e-4  # peak AdamW learning rate, > 0
+    lr_min: float = 1e-6  # end of the cosine decay, in [0, learning_rate]
     warmup_steps: int = 0  # linear warm-up optimizer steps
-    weight_decay: float = 0.0  # AdamW weight decay
+    weight_decay: float = 0.0  # AdamW weight decay, >= 0
     epochs: int = 1  # passes over the examples
     batch_size: int = 16  # examples per optimizer step
     micro_batch_size: int = 16  # examples per forward pass (gradient accumulation)
-    max_grad_norm: float = 1.0  # gradient clipping
+    max_grad_norm: float = 1.0  # gradient clipping, > 0
     max_examples: int | None = None  # use at most this many examples (a seeded random subset)
     seed: int = 0  # shuffling, subset and dropout seed
     progress: bool = False  # print one line per epoch
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.lr_min < 0 or self.lr_min > self.learning_rate:
-            raise ConfigError("need learning_rate > 0 and 0 <= lr_min <= learning_rate")
+        check_float_settings(self, SFT_FLOAT_RANGES)
+        if self.lr_min > self.learning_rate:
+            raise ConfigError(
+                f"lr_min {self.lr_min} must not exceed learning_rate {self.learning_rate}"
+            )
         for name in ("epochs", "batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -188,6 +192,14 @@ class SFTConfig:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"max_examples must be >= 1 or None, got {self.max_examples}")
+
+
+SFT_FLOAT_RANGES = {
+    "learning_rate": POSITIVE,
+    "lr_min": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE,
+}
 
 
 @dataclass
