@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from fixed_bandits import one_torch_thread
 
 from agentbench.errors import ConfigError
+from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import (
+    ExpertIteration,
     ExpertIterationConfig,
     PPOConfig,
     ReturnConditionedConfig,
     load_ppo_config,
+    ppo,
 )
+from agentbench.rlft.checkpoint import latest_checkpoint
 from agentbench.rlft.config import float_fields, read_toml
-from agentbench.rlft.sft import SFTConfig
+from agentbench.rlft.nonfinite import NonFiniteTrainingError
+from agentbench.rlft.ppo import PPOTrainer, ppo_token_losses
+from agentbench.rlft.sft import SFTConfig, train_on_targets
 
 CONFIGS = [PPOConfig, SFTConfig, ExpertIterationConfig, ReturnConditionedConfig]
 
@@ -95,3 +104,161 @@ def test_a_non_utf8_toml_is_one_line_naming_the_file(tmp_path: Path):
     assert str(path) in message and "UTF-8" in message and "\n" not in message
     with pytest.raises(ConfigError, match="cannot be read"):
         read_toml(tmp_path)  # a directory
+
+
+# ---------------------------------------------------------------- non-finite steps
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads():
+    with one_torch_thread():
+        yield
+
+
+def _ppo_config(output_dir: Path, **changes: Any) -> PPOConfig:
+    values: dict[str, Any] = dict(
+        env_id="agentbench/GaussianBandit-v0",
+        env_kwargs={"n_arms": 2, "horizon": 3, "labels": "continuous"},
+        num_envs=4,
+        episodes_per_update=4,
+        total_updates=2,
+        num_minibatches=2,  # 12 steps: minibatches of 6 rows = micro-batches of 4 + 2
+        micro_batch_size=4,
+        update_epochs=2,  # 4 optimizer steps per update, 2 loss calls each
+        cot=False,
+        optimizer="adamw",
+        learning_rate=1e-3,
+        warmup_steps=1,
+        eval_every=0,
+        checkpoint_every=1,
+        output_dir=str(output_dir),
+        progress=False,
+    )
+    values.update(changes)
+    return PPOConfig(**values)
+
+
+def _parameters(model: Any) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_ppo_skips_a_nan_loss_step_and_the_weights_stay_unchanged_by_it(tmp_path, monkeypatch):
+    trainer = PPOTrainer(_ppo_config(tmp_path), tiny_generator(seed=0))
+    calls, seen = [0], {}
+
+    def losses(*args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        calls[0] += 1
+        token_losses, stats = ppo_token_losses(*args)
+        seen[calls[0]] = _parameters(trainer.model)
+        if calls[0] == 3:  # the first micro-batch of update 1's second optimizer step
+            token_losses = token_losses * math.nan
+        return token_losses, stats
+
+    monkeypatch.setattr(ppo, "ppo_token_losses", losses)
+    with pytest.warns(RuntimeWarning, match="ppo update 1, optimizer step 2: non-finite"):
+        records = trainer.train()
+    assert calls[0] == 16
+    assert [r["skipped_steps"] for r in records] == [1, 0]
+    assert _same(seen[3], seen[5])  # the skipped step left the weights as they were ...
+    assert not _same(seen[5], seen[7])  # ... while the next one moved them
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(torch.isfinite(v).all() for v in trainer.optimizer.state_dict()["state"][0].values())
+
+
+def test_ppo_stops_when_a_nan_reward_makes_every_step_of_an_update_non_finite(tmp_path):
+    class NaNRewardAtUpdate2(PPOTrainer):
+        def step_rewards(self, batch: Any) -> None:
+            super().step_rewards(batch)
+            if self.update == 1:
+                batch.rewards[0][-1] = math.nan
+
+    trainer = NaNRewardAtUpdate2(_ppo_config(tmp_path), tiny_generator(seed=0))
+    after_update_1: list[torch.Tensor] = []
+    save = trainer.save
+
+    def remember() -> Path:
+        after_update_1[:] = _parameters(trainer.model)
+        return save()
+
+    trainer.save = remember  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteTrainingError, match="^ppo update 2: all 4 optimizer steps"):
+        with pytest.warns(RuntimeWarning):
+            trainer.train()
+    assert _same(after_update_1, _parameters(trainer.model))
+    assert latest_checkpoint(tmp_path).name == "update_000001"  # no NaN checkpoint
+
+
+def _pairs(n: int) -> tuple[list[list[int]], list[list[int]]]:
+    prompts = [[5 + i % 7, 9, 11 + i % 3] for i in range(n)]
+    targets = [[20 + i % 5, 21] for i in range(n)]
+    return prompts, targets
+
+
+def _poisoned(generator: Any, poison: Any) -> list[list[torch.Tensor]]:
+    """Make the ``poison(call)`` calls of ``sequence_logprobs`` NaN; returns the weights
+    seen at every call."""
+    original, seen = generator.sequence_logprobs, []
+
+    def sequence_logprobs(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        seen.append(_parameters(generator.model))
+        result = original(*args, **kwargs)
+        return [r * math.nan for r in result] if poison(len(seen)) else result
+
+    generator.sequence_logprobs = sequence_logprobs
+    return seen
+
+
+def test_train_on_targets_skips_a_nan_step_and_counts_it():
+    generator = tiny_generator(seed=0)
+    generator.model.requires_grad_(True)
+    seen = _poisoned(generator, lambda call: call == 2)
+    config = SFTConfig(learning_rate=1e-3, batch_size=4, micro_batch_size=4, epochs=2)
+    with pytest.warns(RuntimeWarning, match="sft epoch 1, step 2: non-finite"):
+        records = train_on_targets(generator, *_pairs(12), config)  # 3 steps per epoch
+    assert [r["skipped_steps"] for r in records] == [1, 0]
+    assert [r["steps"] for r in records] == [3, 6]
+    assert _same(seen[1], seen[2])  # before and after the skipped step
+    assert not _same(seen[2], seen[3])
+    assert all(torch.isfinite(p).all() for p in generator.model.parameters())
+
+
+def test_train_on_targets_stops_when_every_step_of_an_epoch_is_non_finite():
+    generator = tiny_generator(seed=0)
+    generator.model.requires_grad_(True)
+    before = _parameters(generator.model)
+    _poisoned(generator, lambda call: True)
+    config = SFTConfig(learning_rate=1e-3, batch_size=4, micro_batch_size=2)
+    with pytest.raises(NonFiniteTrainingError, match="^sft epoch 1: all 3 optimizer steps"):
+        with pytest.warns(RuntimeWarning):
+            train_on_targets(generator, *_pairs(12), config)
+    assert _same(before, _parameters(generator.model))
+
+
+def test_expert_iteration_logs_skipped_steps(tmp_path, monkeypatch):
+    generator = tiny_generator(seed=0)
+    generator.model.requires_grad_(True)
+    config = ExpertIterationConfig(
+        env_id="agentbench/GaussianBandit-v0",
+        env_kwargs={"n_arms": 2, "horizon": 3, "labels": "continuous"},
+        iterations=1,
+        train_episodes=4,
+        samples_per_seed=2,
+        cot=False,
+        sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2),
+    )
+    trainer = ExpertIteration(generator, config)
+    original = trainer.collect
+
+    def collect(iteration: int) -> Any:
+        sampled = original(iteration)
+        _poisoned(generator, lambda call: call == 1)  # from the fine-tuning on
+        return sampled
+
+    trainer.collect = collect  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning, match="expert iteration epoch 1, step 1"):
+        (record,) = trainer.train()
+    assert record["skipped_steps"] == 1 and math.isfinite(record["loss"])

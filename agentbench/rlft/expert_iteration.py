@@ -155,6 +155,7 @@ class ExpertIteration:
             "kept_fraction": len(kept) / len(sampled),
             "kept_steps": len(prompts),
             "loss": losses[-1]["loss"] if losses else None,
+            "skipped_steps": sum(r["skipped_steps"] for r in losses),  # non-finite, not taken
         }
 
     def evaluate(

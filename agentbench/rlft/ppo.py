@@ -22,7 +22,9 @@ Every update of :meth:`PPOTrainer.train` reads top to bottom:
    reference (:func:`ppo_token_losses`), averaged over the minibatch's tokens; plus
    ``value_coef`` times the value MSE for GAE. Gradients accumulate over
    micro-batches, are clipped to ``max_grad_norm``, then one optimizer and one
-   warm-up + cosine scheduler step.
+   warm-up + cosine scheduler step. A step whose loss or gradient norm is not
+   finite is skipped with a warning and counted (``skipped_steps``); an update whose
+   every step is non-finite stops the run (:mod:`agentbench.rlft.nonfinite`).
 6. **log**: one JSON line per update in ``metrics.jsonl``; greedy evaluation on
    held-out seeds every ``eval_every`` updates; checkpoints every
    ``checkpoint_every`` (see :mod:`agentbench.rlft.checkpoint`).
@@ -62,6 +64,7 @@ from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
+from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -581,6 +584,7 @@ class PPOTrainer:
         sums: dict[str, float] = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0}
         tokens_seen, value_loss_sum, grad_norms = 0, 0.0, []
         ratio_start_error, lr = 0.0, float("nan")
+        steps, skipped = 0, 0  # optimizer steps, and those skipped as non-finite
         self.optimizer.zero_grad(set_to_none=True)  # gradients left by whoever used the model
         self.model.train()
         if self.value_head is not None:
@@ -592,6 +596,7 @@ class PPOTrainer:
                     [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
                 )
                 step_advantages = self._minibatch_advantages(batch, minibatch)
+                losses_finite = True
                 for micro in _chunks(minibatch, config.micro_batch_size):
                     prompts, completions = self._rows(batch, micro)
                     lengths = [len(c) for c in completions]
@@ -624,6 +629,7 @@ class PPOTrainer:
                         loss = loss + config.value_coef * squared / n_rows
                         value_loss_sum += float(squared.detach())
                     loss.backward()
+                    losses_finite = losses_finite and all_finite(loss)
                     sums["policy_loss"] += float(stats["policy_loss"].sum())
                     sums["kl"] += float(stats["kl"].sum())
                     sums["clip_frac"] += float(stats["clipped"].sum())
@@ -634,22 +640,37 @@ class PPOTrainer:
                         )
                 self.parallel.sum_gradients(self.params)
                 norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
-                grad_norms.append(float(norm))
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                self.scheduler.step()
+                steps += 1
+                # The same decision in every process: the gradients (so the norm) are
+                # shared, a local loss is not.
+                losses_finite = bool(self.parallel.sum([not losses_finite])[0] == 0)
+                if finite_step(losses_finite, norm):
+                    grad_norms.append(float(norm))
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.optimizer.step()
+                    self.scheduler.step()
+                else:  # never let inf / NaN reach the weights (agentbench.rlft.nonfinite)
+                    skipped += 1
+                    warn_skipped(f"ppo update {self.update + 1}, optimizer step {steps}", norm)
                 self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         if self.value_head is not None:
             self.value_head.eval()
+        refuse_all_skipped(
+            f"ppo update {self.update + 1}",
+            skipped,
+            steps,
+            "check the rewards and lower learning_rate; resume from the last checkpoint",
+        )
         names = list(sums)
         totals = self.parallel.sum(
             [sums[name] for name in names] + [tokens_seen, value_loss_sum, len(batch.samples)]
         )
         tokens_seen, value_loss_sum, n_samples = totals[len(names) :]
         result = {name: float(totals[i]) / max(1, tokens_seen) for i, name in enumerate(names)}
-        result["grad_norm"] = float(np.mean(grad_norms))
+        result["grad_norm"] = float(np.mean(grad_norms))  # of the steps taken
         result["lr"] = lr  # of the update's last optimizer step
+        result["skipped_steps"] = skipped  # non-finite loss or gradient norm: not taken
         result["ratio_start_error"] = float(max(self.parallel.gather_json(ratio_start_error)))
         if self.value_head is not None:
             result["value_loss"] = float(value_loss_sum / (n_samples * len(orders)))

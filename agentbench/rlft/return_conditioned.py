@@ -190,6 +190,7 @@ class ReturnConditioned:
             "threshold": threshold,
             "good_fraction": float(np.mean([label == GOOD for row in labels for label in row])),
             "loss": losses[-1]["loss"],
+            "skipped_steps": sum(r["skipped_steps"] for r in losses),  # non-finite, not taken
         }
 
     def evaluate(

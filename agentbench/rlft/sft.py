@@ -44,6 +44,7 @@ from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Episode, Step
 from agentbench.rlft.config import NON_NEGATIVE, POSITIVE, check_float_settings
+from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.ppo import forked_torch_rng, lr_factor
 from agentbench.rollout import play
 
@@ -228,7 +229,8 @@ def train_sft(
 
     Loss: mean negative log-likelihood per target token (prompt tokens masked).
     Records hold ``epoch``, ``loss`` (the epoch's mean training token loss),
-    ``tokens``, ``steps`` (optimizer steps so far), ``lr`` and ``seconds``.
+    ``tokens``, ``steps`` (optimizer steps so far, skipped ones included),
+    ``skipped_steps`` (the epoch's non-finite steps, not taken), ``lr`` and ``seconds``.
     """
     if not examples:
         raise ConfigError("no SFT examples to train on")
@@ -250,6 +252,11 @@ def train_on_targets(
     alone): the mean negative log-likelihood per target token of each batch, with AdamW,
     the PPO trainer's warm-up + cosine schedule and gradient clipping. One record per
     epoch (see :func:`train_sft`); ``name`` labels the progress lines.
+
+    An optimizer step whose loss or gradient norm is not finite is skipped (weights,
+    optimizer and schedule untouched) with a warning and counted in the epoch's
+    ``skipped_steps``; an epoch whose every step is non-finite stops with
+    :class:`~agentbench.rlft.nonfinite.NonFiniteTrainingError`.
     """
     if len(prompts) != len(targets):
         raise ConfigError(f"got {len(targets)} targets for {len(prompts)} prompts")
@@ -280,9 +287,11 @@ def train_on_targets(
         for epoch in range(config.epochs):
             order = rng.permutation(len(chosen))
             loss_sum, token_sum = 0.0, 0
+            epoch_steps, skipped = 0, 0
             for first in range(0, len(order), config.batch_size):
                 batch = [chosen[int(i)] for i in order[first : first + config.batch_size]]
                 n_tokens = sum(len(targets[i]) for i in batch)
+                losses_finite = True
                 for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
                     micro = batch[micro_start : micro_start + config.micro_batch_size]
                     with forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])):
@@ -292,18 +301,27 @@ def train_on_targets(
                     nll = -torch.cat(logprobs).sum()
                     (nll / n_tokens).backward()
                     loss_sum += float(nll.detach())
+                    losses_finite = losses_finite and all_finite(nll)
                 token_sum += n_tokens
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
+                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                epoch_steps += 1
+                if finite_step(losses_finite, norm):
+                    lr = optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    scheduler.step()
+                else:  # never let inf / NaN reach the weights (agentbench.rlft.nonfinite)
+                    skipped += 1
+                    warn_skipped(f"{name} epoch {epoch + 1}, step {epoch_steps}", norm)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+            advice = "check the data and learning_rate"
+            refuse_all_skipped(f"{name} epoch {epoch + 1}", skipped, epoch_steps, advice)
             record = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / max(1, token_sum),
                 "tokens": token_sum,
                 "steps": step,
+                "skipped_steps": skipped,
                 "lr": lr,
                 "seconds": time.perf_counter() - start,
             }

@@ -76,7 +76,12 @@ class ValueHead(nn.Module):
 
     def update_statistics(self, targets: np.ndarray) -> None:
         """Merge a batch of value targets into the running statistics (Chan et al.'s
-        parallel update of count, mean and sum of squared deviations)."""
+        parallel update of count, mean and sum of squared deviations). Non-finite
+        targets are left out: a NaN reward must not poison every later value (the
+        update steps it reaches are skipped, see :mod:`agentbench.rlft.nonfinite`)."""
+        targets = np.asarray(targets, dtype=np.float64)
+        if not np.isfinite(targets).all():
+            targets = targets[np.isfinite(targets)]
         count = len(targets)
         if count == 0:
             return
