@@ -4,7 +4,8 @@ Everything downstream of the rollout (metrics, reports, analysers, SFT data)
 reads these records, never a live model or env, so a run can be analysed again
 later. Files are append-only and flushed per episode: a run killed at any
 moment leaves every finished episode on disk and at most one partial last
-line, which :func:`read_episodes` drops.
+line, which :func:`read_episodes` drops (a whole record that only lacks its
+newline is kept). Reading counts each (agent, env, seed) once.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class EpisodeWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_partial_last_line(self.path)
+        _repair_last_line(self.path)
         self._file = self.path.open("a", encoding="utf-8")
 
     def write(self, episode: Episode) -> None:
@@ -128,37 +129,132 @@ class EpisodeWriter:
         self.close()
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """Cut a line left unfinished by a killed writer, so appends start clean."""
+def _is_complete_record(line: bytes) -> bool:
+    """A line a killed writer may have left without its newline: whole if it parses.
+
+    A record is one JSON object, so a cut one never parses (its closing brace is missing).
+    """
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
+def _repair_last_line(path: Path) -> None:
+    """Make the file end with a newline before appending, as a reader sees it.
+
+    A last line cut by a killed writer is removed; a whole record that only lacks its
+    newline gets one (cutting it would lose that episode: the reader counted it).
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
     data = path.read_bytes()
     if data.endswith(b"\n"):
         return
     keep = data.rfind(b"\n") + 1
+    if _is_complete_record(data[keep:]):
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+        return
     with path.open("r+b") as handle:
         handle.truncate(keep)
 
 
 def read_episodes(path: str | Path) -> list[Episode]:
-    """All complete episodes in a JSONL file; a partial last line is dropped with a warning."""
+    """All complete episodes in a JSONL file, each (agent, env, seed) once.
+
+    See :func:`iter_episodes` for what is dropped with a warning and what is an error.
+    """
     return list(iter_episodes(path))
 
 
+def _required(fields: dict[str, Any]) -> list[str]:
+    return [name for name, f in fields.items()
+            if f.default is MISSING and f.default_factory is MISSING]  # fmt: skip
+
+
+_EPISODE_FIELDS = Episode.__dataclass_fields__
+_STEP_FIELDS = Step.__dataclass_fields__
+_KEY_TYPES = {"agent": str, "env_id": str, "seed": int}
+
+
 def iter_episodes(path: str | Path) -> Iterator[Episode]:
+    """The episodes of a JSONL file in file order, each (agent, env, seed) once.
+
+    - A last line without its newline that is not whole JSON is what a killed writer
+      leaves: it is dropped with a warning (a whole record without its newline counts).
+    - A later record with the key of an earlier one (two writers, or a file appended to
+      twice) is skipped; one warning at the end says how many were skipped.
+    - Any other line that is not a JSON object with the fields of :class:`Episode` (and
+      of :class:`Step` in ``steps``) raises :class:`ConfigError` naming the file and line.
+    """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as error:
+        raise ConfigError(f"cannot read episodes file {path}: {error.strerror}") from None
+    seen: set[tuple[str, str, int]] = set()
+    duplicates = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # unfinished last line of an interrupted run
-                warnings.warn(f"{path}: dropped a partial last line", stacklevel=2)
-                return
-            raise ConfigError(f"{path}:{number} is not a valid episode record") from None
-        yield Episode.from_dict(data)
+        if number == len(lines) and not _is_complete_record(line):
+            warnings.warn(f"{path}: dropped a partial last line", stacklevel=2)
+            break
+        episode = _episode_from_line(line, f"{path}:{number}")
+        if episode.key in seen:
+            duplicates += 1
+            continue
+        seen.add(episode.key)
+        yield episode
+    if duplicates:
+        warnings.warn(
+            f"{path}: skipped {duplicates} duplicate episode records (an agent, env and seed "
+            f"already read); kept the first of each",
+            stacklevel=2,
+        )
+
+
+def _episode_from_line(line: bytes, where: str) -> Episode:
+    """One record, or a ConfigError that says at ``where`` (file:line) what is wrong."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise ConfigError(f"{where} is not an episode record: not a line of JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where} is not an episode record: expected a JSON object, got {type(data).__name__}"
+        )
+    problem = _field_problem(data, _EPISODE_FIELDS)
+    if problem is None:
+        wrong = [k for k, kind in _KEY_TYPES.items()
+                 if not isinstance(data[k], kind) or isinstance(data[k], bool)]  # fmt: skip
+        if wrong:
+            problem = f"{wrong[0]} must be {_KEY_TYPES[wrong[0]].__name__}, got {data[wrong[0]]!r}"
+    steps = data.get("steps", [])
+    if problem is None and not isinstance(steps, list):
+        problem = f"steps must be a list, got {type(steps).__name__}"
+    for index, step in enumerate(steps if problem is None else []):
+        if not isinstance(step, dict):
+            problem = f"step {index} is not a JSON object"
+            break
+        problem = _field_problem(step, _STEP_FIELDS)
+        if problem is not None:
+            problem = f"step {index}: {problem}"
+            break
+    if problem is not None:
+        raise ConfigError(f"{where} is not an episode record: {problem}")
+    return Episode.from_dict(data)
+
+
+def _field_problem(data: dict[str, Any], fields: dict[str, Any]) -> str | None:
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        return f"unknown field {unknown[0]!r}"
+    missing = [name for name in _required(fields) if name not in data]
+    if missing:
+        return f"missing field {missing[0]!r}"
+    return None
 
 
 def write_episodes(path: str | Path, episodes: Iterable[Episode]) -> None:
