@@ -21,7 +21,14 @@ from rich.text import Text
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import list_envs
 from agentbench.errors import AgentbenchError, ConfigError
-from agentbench.suite import agent_label, builtin_suites, load_suite, run_suite
+from agentbench.suite import (
+    Suite,
+    agent_label,
+    builtin_suites,
+    load_suite,
+    make_output_dir,
+    run_suite,
+)
 from agentbench.tables import comparison_tables
 
 
@@ -89,10 +96,11 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     from agentbench.envs import get_preset
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
+    _check_at_least(args, seed=0, prefixes=1, repetition_step=1, histories=1, budget=1)
+    out = Path(args.out)
+    make_output_dir(out, "analysis directory")
     backend = {"base_url": args.base_url} if args.base_url else {}
     generator = load_generator(args.model, **backend)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for probe in args.probe or PROBES:
         started = time.perf_counter()
         if probe == "frequency-bias":
@@ -111,6 +119,7 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from agentbench.analysis.report import write_report
 
+    make_output_dir(Path(args.out), "report directory")
     paths = write_report([Path(source) for source in args.sources], Path(args.out), args.title)
     console.print(f"report: {paths.markdown} and {paths.html}")
     return 0
@@ -280,12 +289,48 @@ def _key_values(items: Sequence[str] | None) -> dict[str, Any]:
     return result
 
 
+def _check_at_least(args: argparse.Namespace, **minimums: int) -> None:
+    """A one-line error for an integer option below its minimum (a negative --seed, ...)."""
+    for name, minimum in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} must be at least {minimum}, got {value}")
+
+
+def _describe_flag_run(suite: Suite, base: str, suite_given: bool, flags: list[str]) -> None:
+    """Name and describe a suite whose agents or envs the command line replaced.
+
+    The suite file's name and description told of its own agents and envs (the default
+    suite's mention SmolLM2); config.json and summary.md must tell what this run plays.
+    """
+    labels = ", ".join(agent_label(spec) for spec in suite.agents)
+    agents = ("Agents " if len(suite.agents) > 1 else "Agent ") + labels
+    envs = ", ".join(env_id.removeprefix("agentbench/") for env_id in suite.env_ids)
+    if flags == ["--agent"]:
+        text = f"{agents} (from --agent) on the envs of suite `{base}`: {envs}."
+    elif flags == ["--env"]:
+        text = f"The agents of suite `{base}` ({labels}) on {envs} (from --env)."
+    else:
+        text = f"{agents} on {envs}, from --agent and --env."
+        if suite_given:
+            text += f" Episodes, seed and num_envs from suite `{base}` unless given."
+    suite.name = "custom"
+    suite.description = text
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite or "default")
+    base = suite.name
+    flags = []
     if args.agent:
         suite.agents = [{"name": name} for name in args.agent]
+        flags.append("--agent")
     if args.env:
         suite.env_ids = list(args.env)
+        flags.append("--env")
+    if flags:
+        _describe_flag_run(suite, base, args.suite is not None, flags)
     for option in ("episodes", "seed", "num_envs"):
         if getattr(args, option) is not None:
             setattr(suite, option, getattr(args, option))
@@ -410,7 +455,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "suite",
         nargs="?",
-        default="default",
         help="built-in suite name or TOML file (default: default)",
     )
     run.add_argument(

@@ -10,17 +10,21 @@ your own). The runner writes a run directory:
 
 Running again into the same directory resumes: episodes already on disk are
 skipped and only the missing seeds are played, so an interrupted run loses
-nothing and duplicates nothing.
+nothing and duplicates nothing. A run holds an exclusive lock on ``run.lock``
+in the directory while it plays (released when the process ends, crash or
+kill included), so a second run into the same directory fails at once instead
+of writing every episode twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import platform
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
@@ -28,7 +32,7 @@ from typing import Any
 
 from agentbench.agent.interface import Agent
 from agentbench.envs import get_preset, list_envs
-from agentbench.errors import ConfigError
+from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, read_episodes
 from agentbench.rollout import rollout
@@ -38,6 +42,7 @@ CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.md"
+LOCK_FILE = "run.lock"
 
 
 @dataclass
@@ -57,10 +62,10 @@ class Suite:
         return list(range(self.seed, self.seed + self.episodes))
 
     def validate(self) -> Suite:
-        if self.episodes < 1:
-            raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
-        if self.num_envs < 1:
-            raise ConfigError(f"num_envs must be at least 1, got {self.num_envs}")
+        for name, minimum in (("episodes", 1), ("seed", 0), ("num_envs", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}")
         if not self.env_ids:
             raise ConfigError(f"suite {self.name!r} selects no envs")
         if not self.agents:
@@ -88,6 +93,13 @@ def load_suite(name_or_path: str) -> Suite:
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"suite file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+            f"offset {error.start}): save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read suite file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"suite file {path} is not valid TOML: {error}") from None
     return suite_from_dict(data, default_name=path.stem)
@@ -102,6 +114,9 @@ def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite
         raise ConfigError(
             f"unknown suite keys {sorted(unknown)}: accepted are {sorted(_SUITE_KEYS)}"
         )
+    for key in ("envs", "agents"):
+        if not isinstance(data.get(key, []), list):
+            raise ConfigError(f"suite key {key!r} must be an array, got {data[key]!r}")
     env_ids: list[str] = []
     for entry in data.get("envs", []):
         for env_id in _select_envs(entry):
@@ -113,9 +128,9 @@ def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite
         description=str(data.get("description", "")),
         env_ids=env_ids,
         agents=agents,
-        episodes=int(data.get("episodes", 64)),
-        seed=int(data.get("seed", 0)),
-        num_envs=int(data.get("num_envs", 64)),
+        episodes=data.get("episodes", 64),  # validate() checks the numbers
+        seed=data.get("seed", 0),
+        num_envs=data.get("num_envs", 64),
     )
     return suite.validate()
 
@@ -123,8 +138,15 @@ def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite
 def _select_envs(entry: dict[str, Any] | str) -> list[str]:
     if isinstance(entry, str):
         entry = {"id": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"an envs entry must be an env id or a table with 'id' or 'pattern', got {entry!r}"
+        )
+    for key in ("id", "pattern"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ConfigError(f"an envs entry's {key!r} must be a string, got {entry[key]!r}")
     if "id" in entry:
-        return [str(entry["id"])]
+        return [entry["id"]]
     if "pattern" in entry:
         matched = [p.env_id for p in list_envs() if fnmatch.fnmatchcase(p.env_id, entry["pattern"])]
         if not matched:
@@ -138,8 +160,12 @@ def _select_envs(entry: dict[str, Any] | str) -> list[str]:
 def _agent_spec(entry: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(entry, str):
         return {"name": entry}
-    if "name" not in entry:
-        raise ConfigError(f"an agents entry needs a 'name', got {entry!r}")
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"an agents entry must be an agent name or a table with a 'name', got {entry!r}"
+        )
+    if not isinstance(entry.get("name"), str):
+        raise ConfigError(f"an agents entry needs a 'name' string, got {entry!r}")
     return dict(entry)
 
 
@@ -193,16 +219,29 @@ def run_suite(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Play every (agent, env) pair of the suite into ``out_dir``, resuming what is there."""
+    """Play every (agent, env) pair of the suite into ``out_dir``, resuming what is there.
+
+    Raises :class:`RunDirectoryBusy` while another run writes into ``out_dir``, and
+    :class:`ConfigError` for a directory that cannot be written or whose config.json is
+    not a run config.
+    """
+    out_dir = Path(out_dir)
+    make_output_dir(out_dir, "run directory")
+    with _locked(out_dir):
+        return _run_locked(suite, out_dir, make_agent, progress)
+
+
+def _run_locked(
+    suite: Suite, out_dir: Path, make_agent: Callable[..., Agent], progress: bool
+) -> RunResult:
     from agentbench.metrics import summarize_run  # metrics pulls in scipy; import when used
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     resolved = {"suite": asdict(suite), "seeds": suite.seeds}
     config_path = out_dir / CONFIG_FILE
     if config_path.exists():
-        previous = json.loads(config_path.read_text(encoding="utf-8"))
-        if {k: previous.get(k) for k in resolved} != resolved:
+        previous = _read_run_config(config_path)
+        # The name and description say what ran; they do not change which episodes are due.
+        if _settings(previous) != _settings(resolved):
             raise ConfigError(
                 f"{out_dir} holds a run of a different suite or settings; resume it with "
                 f"the same settings or choose another output directory"
@@ -263,6 +302,90 @@ def run_suite(
     _write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
     return RunResult(out_dir, episodes, metrics, played,
                      [(label, env_id) for label, _, env_id, _ in skipped])  # fmt: skip
+
+
+class RunDirectoryBusy(AgentbenchError):
+    """Another process is writing into the run directory."""
+
+
+def make_output_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or say in one line why it cannot be written to."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file, not a directory: choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot create {what} {path}: {error.strerror} (choose another --out)"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path} is not writable: choose another --out")
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory; the OS drops it when the process ends."""
+    try:
+        import fcntl
+    except ImportError:
+        raise ConfigError(
+            "agentbench run locks its run directory with fcntl.flock, which this platform "
+            "lacks; run on Linux or macOS"
+        ) from None
+    lock_path = out_dir / LOCK_FILE
+    try:
+        handle = lock_path.open("a+", encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to run directory {out_dir}: {error.strerror} (choose another --out)"
+        ) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise RunDirectoryBusy(
+                f"run directory {out_dir} is in use by another agentbench run"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + ": wait for it to finish or choose another --out"
+            ) from None
+        except OSError as error:
+            raise ConfigError(
+                f"cannot lock run directory {out_dir}: {error.strerror} (a file system "
+                f"without locks? choose another --out)"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    """The config.json of a run directory being resumed, or a one-line error."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON, empty
+        reason = error.strerror if isinstance(error, OSError) else "not whole JSON"
+        raise ConfigError(
+            f"{path} is not a run config ({reason}): remove it to resume with the current "
+            f"settings, or choose another output directory"
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("suite"), dict):
+        raise ConfigError(
+            f"{path} is not a run config (expected a JSON object with a 'suite' table): remove "
+            f"it to resume with the current settings, or choose another output directory"
+        )
+    return config
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides which episodes a run holds: the suite without its name and description."""
+    suite = {k: v for k, v in config["suite"].items() if k not in ("name", "description")}
+    return {"suite": suite, "seeds": config.get("seeds")}
 
 
 def _progress_bar(total: int | None, description: str, unit: str, enabled: bool):
