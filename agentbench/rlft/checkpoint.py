@@ -1,7 +1,9 @@
-"""PPO checkpoints in safetensors and JSON only: never a pickle, never torch.load.
+"""Training checkpoints in safetensors and JSON only: never a pickle, never torch.load.
 
-A checkpoint is everything that resuming needs to continue EXACTLY as if the run
-had not stopped:
+PPO (per update), expert iteration and return-conditioned training (per
+iteration) and SFT (per epoch) all write theirs with this module. A checkpoint is
+everything that resuming needs to continue EXACTLY as if the run had not stopped
+(for PPO):
 
 - the policy: LoRA adapter weights (peft ``save_pretrained``, safetensors) or the
   full weights (``model.safetensors``); the frozen reference is not saved, it is
@@ -14,9 +16,17 @@ had not stopped:
   generators' byte states, as JSON;
 - the update counter and the config as JSON.
 
-Layout: ``<output_dir>/checkpoints/update_000010/``. A checkpoint is written to a
-hidden staging directory and renamed into place when complete; ``latest.json``
-is replaced last, so a run killed while saving resumes from the previous one.
+Layout: ``<output_dir>/checkpoints/update_000010/`` (``iteration_...``,
+``epoch_...``). A checkpoint is written to a hidden staging directory and renamed
+into place when complete, with ``files.json`` listing every file and its size;
+``latest.json`` is replaced last, so a run killed while saving resumes from the
+previous one.
+
+A checkpoint damaged afterwards (a truncated, zeroed or random ``.safetensors``, a
+broken JSON file) is a :class:`CorruptCheckpointError` naming the file, in one
+line. :func:`resume_checkpoint` checks every file of the newest checkpoint before
+anything is loaded (:func:`verify_checkpoint`) and falls back to the newest intact
+one, with a warning naming each checkpoint it skipped.
 """
 
 from __future__ import annotations
@@ -24,13 +34,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from agentbench.errors import ConfigError
@@ -44,26 +58,127 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's name for safetensor
 OPTIMIZER_TENSORS, OPTIMIZER_JSON = "optimizer.safetensors", "optimizer.json"
 SCHEDULER_JSON = "scheduler.json"
 RNG_JSON = "rng.json"
+FILES_JSON = "files.json"  # every file of the checkpoint and its size in bytes
+_NAME = re.compile(r"^[a-z]+_(\d+)$")  # update_000010, iteration_000002, epoch_000001
 
 
-def checkpoint_name(update: int) -> str:
-    return f"update_{update:06d}"
+class CorruptCheckpointError(ConfigError):
+    """A checkpoint file is missing or unreadable (truncated, zeroed, not JSON, ...)."""
+
+
+def checkpoint_name(number: int, unit: str = "update") -> str:
+    return f"{unit}_{number:06d}"
+
+
+def checkpoints_newest_first(output_dir: str | Path) -> list[Path]:
+    """The checkpoint directories of a run: the one ``latest.json`` names (when it names
+    one), then the others from the highest number down."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    found = sorted(
+        (p for p in root.glob("*_*") if p.is_dir() and _NAME.match(p.name)),
+        key=lambda p: int(_NAME.match(p.name).group(1)),  # type: ignore[union-attr]
+        reverse=True,
+    )
+    pointed = _pointer_target(root)
+    if pointed is not None and pointed in found:
+        found.remove(pointed)
+        found.insert(0, pointed)
+    return found
+
+
+def _pointer_target(root: Path) -> Path | None:
+    pointer = root / LATEST_FILE
+    try:
+        name = json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+        return root / str(name)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: bad JSON or UTF-8
+        warnings.warn(f"{pointer} is unreadable; using the checkpoint directories", stacklevel=3)
+        return None
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None when it has none."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    pointer = root / LATEST_FILE
-    if not pointer.is_file():
-        return None
+    """The newest complete checkpoint of a run (not yet checked file by file, see
+    :func:`resume_checkpoint`), or None when it has none."""
+    for path in checkpoints_newest_first(output_dir):
+        if (path / TRAINER_FILE).is_file():
+            return path
+    return None
+
+
+def verify_checkpoint(directory: Path) -> None:
+    """A CorruptCheckpointError naming the first file of ``directory`` that is missing,
+    of the wrong size (``files.json``), or does not parse (safetensors header and
+    extent, JSON)."""
+    _require(directory / TRAINER_FILE)
+    listed = directory / FILES_JSON
+    if listed.is_file():  # checkpoints written before files.json have none
+        for name, size in read_json(listed).items():
+            path = directory / name
+            _require(path)
+            if path.stat().st_size != size:
+                raise CorruptCheckpointError(
+                    f"checkpoint file {path} has {path.stat().st_size} bytes, not the "
+                    f"{size} written; the checkpoint is damaged"
+                )
+    for path in sorted(directory.rglob("*")):
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), "pt") as handle:
+                    list(handle.keys())
+            except (SafetensorError, OSError) as exc:
+                raise _unreadable(path, exc) from None
+        elif path.suffix == ".json":
+            read_json(path)
+
+
+def resume_checkpoint(
+    output_dir: str | Path, verify: Callable[[Path], None] = verify_checkpoint
+) -> Path | None:
+    """The newest checkpoint of a run that passes ``verify``, or None when it has none.
+
+    Each damaged checkpoint passed over is a warning naming it and why; when none is
+    intact, a CorruptCheckpointError listing them."""
+    skipped: list[str] = []  # "name (why)"
+    for directory in checkpoints_newest_first(output_dir):
+        try:
+            verify(directory)
+        except CorruptCheckpointError as exc:
+            warnings.warn(f"skipped checkpoint {directory}: {exc}", stacklevel=2)
+            skipped.append(f"{directory.name} ({exc})")
+            continue
+        if skipped:
+            warnings.warn(f"resuming from {directory}, the newest intact checkpoint", stacklevel=2)
+        return directory
+    if skipped:
+        raise CorruptCheckpointError(
+            f"{output_dir} holds no intact checkpoint: {'; '.join(skipped)}"
+        )
+    return None
+
+
+def read_progress(directory: Path, key: str) -> int:
+    """The counter ``key`` (update, iteration, epoch) of a checkpoint's trainer state."""
+    path = directory / TRAINER_FILE
+    state = read_json(path)
+    if not isinstance(state, dict) or not isinstance(state.get(key), int):
+        raise CorruptCheckpointError(f"checkpoint file {path} holds no {key} counter")
+    return int(state[key])
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; missing or unreadable is a CorruptCheckpointError naming it."""
+    _require(path)
     try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ConfigError(f"{pointer} is not a checkpoint pointer; delete it or the run") from None
-    path = root / name
-    if not (path / TRAINER_FILE).is_file():
-        raise ConfigError(f"{pointer} names {path}, which is not a complete checkpoint")
-    return path
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> CorruptCheckpointError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CorruptCheckpointError(f"checkpoint file {path} is unreadable ({reason})")
 
 
 # ---------------------------------------------------------------- model weights
@@ -81,8 +196,7 @@ def load_policy(model: Any, directory: Path, use_lora: bool) -> None:
         from peft import set_peft_model_state_dict
 
         path = directory / ADAPTER_WEIGHTS_FILE
-        _require(path)
-        result = set_peft_model_state_dict(model, load_file(str(path)))
+        result = set_peft_model_state_dict(model, read_tensors(path))
         unexpected = list(getattr(result, "unexpected_keys", []) or [])
         if unexpected:
             raise ConfigError(
@@ -91,7 +205,10 @@ def load_policy(model: Any, directory: Path, use_lora: bool) -> None:
         return
     path = directory / FULL_WEIGHTS_FILE
     _require(path)
-    missing, unexpected = load_model(model, str(path), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except SafetensorError as exc:
+        raise _unreadable(path, exc) from None
     if unexpected or missing:
         raise ConfigError(
             f"weights in {path} do not fit the model (missing {sorted(missing)[:3]}, "
@@ -188,10 +305,10 @@ def save_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: 
 def load_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: Path) -> None:
     for name in (OPTIMIZER_TENSORS, OPTIMIZER_JSON, SCHEDULER_JSON):
         _require(directory / name)
-    tensors = load_file(str(directory / OPTIMIZER_TENSORS))
-    meta = _read_json(directory / OPTIMIZER_JSON)
+    tensors = read_tensors(directory / OPTIMIZER_TENSORS)
+    meta = read_json(directory / OPTIMIZER_JSON)
     optimizer.load_state_dict(state_dict_from_files(tensors, meta, optimizer.state_dict()))
-    scheduler_state = _read_json(directory / SCHEDULER_JSON)
+    scheduler_state = read_json(directory / SCHEDULER_JSON)
     scheduler_state["lr_lambdas"] = [None] * len(scheduler_state.get("lr_lambdas", []))
     scheduler.load_state_dict(scheduler_state)
 
@@ -221,7 +338,7 @@ def load_rng(
 ) -> None:
     """Restore process ``rank``'s RNG states; the run must resume with as many processes."""
     _require(directory / RNG_JSON)
-    states = _read_json(directory / RNG_JSON).get("processes", [])
+    states = read_json(directory / RNG_JSON).get("processes", [])
     if len(states) != world_size:
         raise ConfigError(
             f"the checkpoint {directory} was written by {len(states)} training process(es); "
@@ -241,14 +358,26 @@ def write_checkpoint(
     update: int,
     write_parts: Any,
     keep: int,
+    unit: str = "update",
 ) -> Path:
-    """Stage a checkpoint with ``write_parts(directory)``, move it into place, point
-    ``latest.json`` at it, then delete all but the ``keep`` newest."""
+    """Stage a checkpoint with ``write_parts(directory)`` (plus ``files.json``), move it
+    into place, point ``latest.json`` at it, then delete all but the ``keep`` newest.
+    ``unit`` names what ``update`` counts (update, iteration, epoch)."""
     root = Path(output_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
-    target = write_directory(root / checkpoint_name(update), write_parts)
-    _write_json(root / LATEST_FILE, {"checkpoint": target.name, "update": update})
-    finished = sorted(p for p in root.glob("update_*") if p.is_dir())
+
+    def write(directory: Path) -> None:
+        write_parts(directory)
+        sizes = {
+            p.relative_to(directory).as_posix(): p.stat().st_size
+            for p in sorted(directory.rglob("*"))
+            if p.is_file()
+        }
+        _write_json(directory / FILES_JSON, sizes)
+
+    target = write_directory(root / checkpoint_name(update, unit), write)
+    _write_json(root / LATEST_FILE, {"checkpoint": target.name, unit: update})
+    finished = sorted(p for p in root.glob(f"{unit}_*") if p.is_dir())
     for old in finished[: max(0, len(finished) - keep)]:
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
@@ -257,7 +386,22 @@ def write_checkpoint(
 
 def read_checkpoint_config(directory: Path) -> dict[str, Any]:
     _require(directory / CONFIG_FILE)
-    return _read_json(directory / CONFIG_FILE)
+    return read_json(directory / CONFIG_FILE)
+
+
+def truncate_metrics(path: Path, key: str, last: int) -> None:
+    """Drop the metric lines whose ``key`` (update, iteration) is after ``last``, the
+    checkpoint resumed from: the resumed run redoes them."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)[key] <= last:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut by the kill: nothing after it is trustworthy
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -267,13 +411,22 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file; missing or unreadable is a CorruptCheckpointError."""
+    _require(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"checkpoint file {path} is not valid JSON ({exc})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        reason = str(exc).splitlines()[0]
+        raise CorruptCheckpointError(
+            f"checkpoint file {path} is not valid JSON ({reason})"
+        ) from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
 
 
 def _require(path: Path) -> None:
     if not path.is_file():
-        raise ConfigError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+        raise CorruptCheckpointError(
+            f"checkpoint file {path} is missing; the checkpoint is incomplete"
+        )

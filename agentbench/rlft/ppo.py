@@ -834,25 +834,10 @@ class PPOTrainer:
             self.parallel.rank,
             self.parallel.world_size,
         )
-        state = json.loads((directory / ckpt.TRAINER_FILE).read_text(encoding="utf-8"))
-        self.update = int(state["update"])
-        if self.parallel.is_main:
-            self._truncate_metrics()
+        self.update = ckpt.read_progress(directory, "update")
+        if self.parallel.is_main:  # the resumed run redoes the updates after the checkpoint
+            ckpt.truncate_metrics(self.output_dir / METRICS_FILE, "update", self.update)
         self.parallel.barrier()
-
-    def _truncate_metrics(self) -> None:
-        """Drop metric lines of updates after the checkpoint: the resumed run redoes them."""
-        path = self.output_dir / METRICS_FILE
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["update"] <= self.update:
-                    kept.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                break  # a line cut by the kill: nothing after it is trustworthy
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     @classmethod
     def resume(
@@ -862,9 +847,10 @@ class PPOTrainer:
 
         ``generator`` must be the same starting model the run began with (it is the
         base of the adapters, or the reference of full fine-tuning); without one the
-        trainer loads the config's model.
+        trainer loads the config's model. A damaged checkpoint is passed over, with a
+        warning, for the newest intact one (:func:`~agentbench.rlft.checkpoint.resume_checkpoint`).
         """
-        directory = ckpt.latest_checkpoint(output_dir)
+        directory = ckpt.resume_checkpoint(output_dir)
         if directory is None:
             raise ConfigError(f"{output_dir} holds no checkpoint to resume from")
         config = ppo_config_from_dict(ckpt.read_checkpoint_config(directory))

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from agentbench.errors import ConfigError
+from agentbench.rlft.checkpoint import read_tensors
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -102,11 +103,9 @@ class ValueHead(nn.Module):
         return path
 
     def load(self, directory: str | Path) -> None:
-        path = Path(directory) / VALUE_HEAD_FILE
-        if not path.is_file():
-            raise ConfigError(f"checkpoint {directory} has no {VALUE_HEAD_FILE}")
         device = self.linear.weight.device
-        self.load_state_dict({k: v.to(device) for k, v in load_file(str(path)).items()})
+        tensors = read_tensors(Path(directory) / VALUE_HEAD_FILE)
+        self.load_state_dict({k: v.to(device) for k, v in tensors.items()})
 
 
 def hidden_size_of(model: Any) -> int:
