@@ -275,13 +275,15 @@ def test_a_server_that_is_down_fails_after_max_retries_naming_the_url(
 ) -> None:
     url = closed_port_url()
     attempts: list[str] = []
-    real_urlopen = urllib.request.urlopen
+    real_open = urllib.request.OpenerDirector.open
 
-    def counting_urlopen(request: urllib.request.Request, **kwargs: Any) -> Any:
+    def counting_open(
+        opener: urllib.request.OpenerDirector, request: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         attempts.append(request.full_url)
-        return real_urlopen(request, **kwargs)
+        return real_open(opener, request, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", counting_urlopen)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", counting_open)
     generator = make_generator(url, max_retries=3)
 
     with pytest.raises(GenerationError) as caught:

@@ -17,6 +17,16 @@ The API key is read from the environment variable named by ``api_key_env`` at
 each request and sent only as the ``Authorization`` header: it is never stored
 on the object, logged or put into an error message. Local servers usually need
 no key; when the variable is unset or empty no ``Authorization`` header is sent.
+
+A flaky server costs time, not episodes. An attempt that fails on the way (a
+connection refused or reset, ``timeout_s`` passed, a 408/429/5xx) or brings back
+an answer that cannot be read (not JSON, cut off, not shaped like an OpenAI
+answer) is tried again after an exponential, jittered backoff, or after the
+server's Retry-After when it sent one; after ``max_retries`` retries the request
+fails with one sentence naming the server and the last failure. ``timeout_s`` is
+a deadline for the whole attempt, connecting and reading the full answer
+included, so a server that trickles its answer a byte at a time cannot hold a
+request for longer.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
 import random
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -65,8 +77,10 @@ class OpenAICompatibleSettings:
     api: Literal["chat", "completions"] = "chat"  # completions is needed for score()
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; unset: no auth header
     concurrency: int = 8  # requests in flight at once (vLLM batches them on its side)
-    timeout_s: float = 60.0  # per attempt: connecting plus waiting for the whole answer
-    max_retries: int = 4  # extra attempts after the first on connection errors, timeouts, 429, 5xx
+    timeout_s: float = 60.0  # deadline of each attempt: connecting, sending, reading all the answer
+    # Extra attempts after the first on connection errors, timeouts, 408, 429, 5xx and
+    # unreadable answers (not JSON, cut off, wrong shape).
+    max_retries: int = 4
     backoff_s: float = 0.5  # first retry delay; doubles each retry, jittered to 50-100 %
     max_backoff_s: float = 30.0  # no single delay is longer (also caps a server's Retry-After)
     backoff_seed: int = 0  # seeds the jitter's random.Random, so runs do not touch the global RNG
@@ -197,20 +211,7 @@ class OpenAICompatibleGenerator:
         }
         if self.settings.logprobs:
             body["logprobs"] = True
-        url = self._url("chat/completions")
-        choice = self._first_choice(self._post(url, body, abort), url)
-        message = choice.get("message") or {}
-        content = message.get("content")
-        logprobs = [
-            float(entry["logprob"])
-            for entry in ((choice.get("logprobs") or {}).get("content") or [])
-            if entry.get("logprob") is not None
-        ]
-        return Generation(
-            text=content if isinstance(content, str) else "",
-            logprobs=logprobs,
-            finish_reason=_finish_reason(choice),
-        )
+        return self._post(self._url("chat/completions"), body, abort, _read_chat_answer)
 
     def _complete(
         self, prompt: Chat, config: GenerationConfig, seed: int | None, abort: threading.Event
@@ -223,15 +224,7 @@ class OpenAICompatibleGenerator:
         }
         if self.settings.logprobs:
             body["logprobs"] = 1
-        url = self._url("completions")
-        choice = self._first_choice(self._post(url, body, abort), url)
-        token_logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-        text = choice.get("text")
-        return Generation(
-            text=text if isinstance(text, str) else "",
-            logprobs=[float(lp) for lp in token_logprobs if lp is not None],
-            finish_reason=_finish_reason(choice),
-        )
+        return self._post(self._url("completions"), body, abort, _read_completions_answer)
 
     def _score_one(self, prompt: Chat, continuation: str, abort: threading.Event) -> float:
         if not continuation:
@@ -248,37 +241,8 @@ class OpenAICompatibleGenerator:
             "logprobs": 1,
         }
         url = self._url("completions")
-        logprobs = self._first_choice(self._post(url, body, abort), url).get("logprobs") or {}
-        tokens = logprobs.get("tokens")
-        offsets = logprobs.get("text_offset")
-        token_logprobs = logprobs.get("token_logprobs")
-        echoed = "".join(str(t) for t in tokens) if isinstance(tokens, list) else ""
-        # A server that ignores echo returns only the generated token's log-prob; summing
-        # nothing would score every candidate 0.0 silently, so refuse instead.
-        if not (
-            len(echoed) >= len(full_text)  # so tokens is a list
-            and isinstance(offsets, list)
-            and isinstance(token_logprobs, list)
-            and len(tokens) == len(offsets) == len(token_logprobs)
-        ):
-            raise GenerationError(
-                f"the model server at {url} did not echo the prompt's tokens with log-probs "
-                "(tokens, text_offset, token_logprobs), so it cannot score; vLLM can"
-            )
-        # Offsets count characters of the echoed text; a server that shows a special
-        # token first (e.g. "<s>") shifts them, so find where our text begins in it.
-        start = max(echoed.find(full_text), 0)
-        boundary, end = start + len(prompt_text), start + len(full_text)
-        total = 0.0
-        for token, offset, logprob in zip(tokens, offsets, token_logprobs, strict=True):
-            if offset < end and offset + len(str(token)) > boundary:
-                if logprob is None:
-                    raise GenerationError(
-                        f"the model server at {url} gave no log-prob for the continuation "
-                        f"token {token!r}"
-                    )
-                total += float(logprob)
-        return total
+        read = partial(_continuation_logprob, url=url, prompt_text=prompt_text, full_text=full_text)
+        return self._post(url, body, abort, read)
 
     def render_prompt(self, prompt: Chat) -> str:
         """The completions prompt: each message through prompt_template, then reply_prefix."""
@@ -305,38 +269,45 @@ class OpenAICompatibleGenerator:
     def _url(self, endpoint: str) -> str:
         return f"{self.settings.base_url}/{endpoint}"
 
-    def _post(self, url: str, body: Json, abort: threading.Event) -> Json:
-        """POST ``body`` as JSON; retry transient failures with backoff; parse the JSON answer."""
+    def _post(
+        self, url: str, body: Json, abort: threading.Event, read_answer: Callable[[Json], T]
+    ) -> T:
+        """POST ``body`` as JSON and read the answer with ``read_answer``; retry what is transient.
+
+        Transient: the connection failed or timed out, the status is in
+        TRANSIENT_HTTP_STATUSES, or the answer could not be read (``_UnusableAnswer``).
+        Any other status, and a GenerationError from ``read_answer``, fails at once.
+        """
         data = json.dumps(body).encode("utf-8")
         attempts = self.settings.max_retries + 1
-        made = 0
-        failure = ""
+        give_up = ""
         last_error: BaseException | None = None
         for attempt in range(attempts):
             if abort.is_set():  # a batch-mate failed; its error is the one the caller sees
                 raise GenerationError(f"request to {url} cancelled after another one failed")
-            made += 1
+            tried = f"{attempt + 1} attempt" + ("" if attempt == 0 else "s")
             retry_after: float | None = None
             try:
-                with urllib.request.urlopen(
-                    self._request(url, data), timeout=self.settings.timeout_s
-                ) as response:
-                    payload = response.read()
-            except urllib.error.HTTPError as exc:
-                status = f"HTTP {exc.code}" + (f" {exc.reason}" if exc.reason else "")
-                if exc.code not in TRANSIENT_HTTP_STATUSES:
+                reply = self._fetch(url, data)
+                if 200 <= reply.status < 300:
+                    return read_answer(self._parse_json(reply.body))
+                status = f"HTTP {reply.status}" + (f" {reply.reason}" if reply.reason else "")
+                if reply.status not in TRANSIENT_HTTP_STATUSES:
                     raise GenerationError(
                         f"the model server at {url} rejected the request with {status}"
-                        f"{self._error_detail(exc)}{_hint(exc.code, self.settings.api_key_env)}"
-                    ) from None
-                failure, last_error = status, exc
-                retry_after = _retry_after_s(exc)
-                exc.close()
+                        f"{self._error_detail(reply.body)}"
+                        f"{_hint(reply.status, self.settings.api_key_env)}"
+                    )
+                failure, last_error = status, None
+                give_up = f"the model server at {url} kept failing with {status} after {tried}"
+                retry_after = _retry_after_s(reply.headers)
+            except _UnusableAnswer as exc:
+                failure, last_error = f"unusable answer ({exc})", exc
+                give_up = f"the model server at {url} gave no usable answer in {tried}: {exc}"
             except (OSError, http.client.HTTPException) as exc:
                 failure = _describe_connection_failure(exc, self.settings.timeout_s)
                 last_error = exc
-            else:
-                return self._parse_json(payload, url)
+                give_up = f"could not reach the model server at {url}: {failure} after {tried}"
             if attempt + 1 < attempts:
                 delay = self._backoff_s(attempt, retry_after)
                 logger.warning(
@@ -348,12 +319,40 @@ class OpenAICompatibleGenerator:
                     delay,
                 )
                 abort.wait(delay)  # a batch-mate's failure cuts the wait short
-        plural = "attempt" if made == 1 else "attempts"
-        if failure.startswith("HTTP"):
-            message = f"the model server at {url} kept failing with {failure} after {made} {plural}"
-        else:
-            message = f"could not reach the model server at {url}: {failure} after {made} {plural}"
-        raise GenerationError(message) from last_error
+        raise GenerationError(give_up) from last_error
+
+    def _fetch(self, url: str, data: bytes) -> _Reply:
+        """One attempt: the status, headers and whole body, all within ``timeout_s``.
+
+        Raises TimeoutError when the deadline passed, _UnusableAnswer when the body
+        was cut off, and what urllib raises when the connection failed.
+        """
+        timeout_s = self.settings.timeout_s
+        with _AttemptDeadline(timeout_s) as deadline:
+            opener = urllib.request.build_opener(
+                _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+            )
+            try:
+                try:
+                    # The socket timeout bounds each step until the deadline cuts them all.
+                    with opener.open(self._request(url, data), timeout=timeout_s) as response:
+                        reply = _Reply(
+                            response.status, response.reason, response.headers, response.read()
+                        )
+                except urllib.error.HTTPError as exc:
+                    with exc:
+                        reply = _Reply(exc.code, exc.reason, exc.headers, _error_body(exc))
+            except (OSError, http.client.HTTPException) as exc:
+                if deadline.expired:
+                    raise TimeoutError(f"no answer within timeout_s={timeout_s:g} s") from exc
+                if isinstance(exc, http.client.IncompleteRead):
+                    raise _UnusableAnswer(
+                        f"the answer was cut off after {len(exc.partial)} bytes"
+                    ) from exc
+                raise
+            if deadline.expired:  # a body without Content-Length ends where the deadline cut it
+                raise TimeoutError(f"no answer within timeout_s={timeout_s:g} s")
+        return reply
 
     def _request(self, url: str, data: bytes) -> urllib.request.Request:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -371,12 +370,9 @@ class OpenAICompatibleGenerator:
             delay = max(delay, retry_after)
         return min(delay, self.settings.max_backoff_s)
 
-    def _error_detail(self, exc: urllib.error.HTTPError) -> str:
+    def _error_detail(self, body: bytes) -> str:
         """The server's own explanation of a rejection, short and with the API key blanked out."""
-        try:
-            raw = exc.read().decode("utf-8", errors="replace")
-        except (OSError, http.client.HTTPException):
-            return ""
+        raw = body.decode("utf-8", errors="replace")
         try:
             parsed = json.loads(raw)
             error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
@@ -391,27 +387,18 @@ class OpenAICompatibleGenerator:
         key = os.environ.get(self.settings.api_key_env)
         return text.replace(key, "***") if key else text
 
-    def _parse_json(self, payload: bytes, url: str) -> Json:
+    def _parse_json(self, payload: bytes) -> Json:
         text = payload.decode("utf-8", errors="replace")
         try:
             parsed = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             parsed = None
         if not isinstance(parsed, dict):
-            raise GenerationError(
-                f"the model server at {url} answered with something other than a JSON object: "
-                f"{self._without_key(text)[:ERROR_DETAIL_CHARS]!r}"
+            # The key is blanked before cutting, so that no prefix of it can show.
+            raise _UnusableAnswer(
+                f"the answer is not a JSON object: {self._without_key(text)[:ERROR_DETAIL_CHARS]!r}"
             )
         return parsed
-
-    def _first_choice(self, response: Json, url: str) -> Json:
-        choices = response.get("choices")
-        if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
-            raise GenerationError(
-                f"the model server at {url} answered without choices[0]; "
-                "is it an OpenAI-compatible server?"
-            )
-        return choices[0]
 
     def _run_concurrently(self, jobs: list[Callable[[threading.Event], T]]) -> list[T]:
         """Run the jobs on at most ``concurrency`` threads; results in job order.
@@ -446,9 +433,259 @@ class OpenAICompatibleGenerator:
             return [future.result() for future in futures]
 
 
+# ---- reading answers -------------------------------------------------------------------------
+
+
+class _UnusableAnswer(Exception):
+    """An answer that cannot be read (not JSON, cut off, wrong shape): worth another attempt.
+
+    The message is a clause about "the answer" without the server's text, except
+    for the short, key-blanked excerpt that ``_parse_json`` quotes.
+    """
+
+
+def _read_chat_answer(answer: Json) -> Generation:
+    choice = _first_choice(answer)
+    message = _member(choice, "message", "an object", "choices[0]", required=True)
+    # null content is OpenAI's "no text" (e.g. a refusal); anything but a string or null is wrong.
+    content = _member(message, "content", "a string", "choices[0].message")
+    logprobs = _member(choice, "logprobs", "an object", "choices[0]") or {}
+    entries = _member(logprobs, "content", "an array", "choices[0].logprobs") or []
+    values = []
+    for i, entry in enumerate(entries):
+        where = f"choices[0].logprobs.content[{i}]"
+        _expect(entry, "an object", where)
+        values.append(_member(entry, "logprob", "a number", where))
+    return Generation(
+        text=content or "",
+        logprobs=_numbers(values, "choices[0].logprobs.content[].logprob"),
+        finish_reason=_finish_reason(choice),
+    )
+
+
+def _read_completions_answer(answer: Json) -> Generation:
+    choice = _first_choice(answer)
+    text = _member(choice, "text", "a string", "choices[0]", required=True)
+    logprobs = _member(choice, "logprobs", "an object", "choices[0]") or {}
+    values = _member(logprobs, "token_logprobs", "an array", "choices[0].logprobs") or []
+    return Generation(
+        text=text,
+        logprobs=_numbers(values, "choices[0].logprobs.token_logprobs"),
+        finish_reason=_finish_reason(choice),
+    )
+
+
+def _continuation_logprob(answer: Json, *, url: str, prompt_text: str, full_text: str) -> float:
+    """The summed log-probs of the echoed tokens that overlap ``full_text[len(prompt_text):]``."""
+    logprobs = _member(_first_choice(answer), "logprobs", "an object", "choices[0]") or {}
+    where = "choices[0].logprobs"
+    tokens = _member(logprobs, "tokens", "an array", where)
+    offsets = _member(logprobs, "text_offset", "an array", where)
+    token_logprobs = _member(logprobs, "token_logprobs", "an array", where)
+    # A server that ignores echo returns only the generated token's log-prob; summing
+    # nothing would score every candidate 0.0 silently, so refuse instead. That is the
+    # server's nature, not a fault of this answer: no retry.
+    if tokens is None or offsets is None or token_logprobs is None:
+        raise _no_echo(url)
+    if not len(tokens) == len(offsets) == len(token_logprobs):
+        raise _no_echo(url)
+    for i, (token, offset, logprob) in enumerate(zip(tokens, offsets, token_logprobs, strict=True)):
+        _expect(token, "a string", f"{where}.tokens[{i}]")
+        _expect(offset, "a number", f"{where}.text_offset[{i}]")
+        if logprob is not None:
+            _expect(logprob, "a number", f"{where}.token_logprobs[{i}]")
+    echoed = "".join(tokens)
+    if len(echoed) < len(full_text):
+        raise _no_echo(url)
+    # Offsets count characters of the echoed text; a server that shows a special
+    # token first (e.g. "<s>") shifts them, so find where our text begins in it.
+    start = max(echoed.find(full_text), 0)
+    boundary, end = start + len(prompt_text), start + len(full_text)
+    total = 0.0
+    for token, offset, logprob in zip(tokens, offsets, token_logprobs, strict=True):
+        if offset < end and offset + len(token) > boundary:
+            if logprob is None:
+                raise GenerationError(
+                    f"the model server at {url} gave no log-prob for the continuation "
+                    f"token {token!r}"
+                )
+            total += float(logprob)
+    return total
+
+
+def _no_echo(url: str) -> GenerationError:
+    return GenerationError(
+        f"the model server at {url} did not echo the prompt's tokens with log-probs "
+        "(tokens, text_offset, token_logprobs), so it cannot score; vLLM can"
+    )
+
+
+def _first_choice(answer: Json) -> Json:
+    choices = answer.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+        raise _UnusableAnswer(
+            "the answer has no choices[0] object; is it an OpenAI-compatible server?"
+        )
+    return choices[0]
+
+
+def _member(container: Json, key: str, expected: str, where: str, required: bool = False) -> Any:
+    """``container[key]`` if it is ``expected`` (a JSON type, see _json_type).
+
+    Absent or null gives None, unless ``required``.
+    """
+    value = container.get(key)
+    if value is None and not required:
+        return None
+    _expect(value, expected, f"{where}.{key}")
+    return value
+
+
+def _expect(value: Any, expected: str, where: str) -> None:
+    if value is None:
+        raise _UnusableAnswer(f"the answer has no {where}")
+    if _json_type(value) != expected:
+        raise _UnusableAnswer(f"the answer has {where} as {_json_type(value)}, not {expected}")
+
+
+def _numbers(values: list[Any], where: str) -> list[float]:
+    """The log-probs in ``values`` as floats, nulls left out (a first token has none)."""
+    for value in values:
+        if value is not None:
+            _expect(value, "a number", where)
+    return [float(value) for value in values if value is not None]
+
+
+def _json_type(value: Any) -> str:
+    """What a parsed JSON value is, with its article, for messages."""
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    kinds = {str: "a string", list: "an array", dict: "an object"}
+    return kinds.get(type(value), "null")
+
+
 def _finish_reason(choice: Json) -> str:
     """The interface knows two reasons: out of budget, or stopped for any other reason."""
     return "length" if choice.get("finish_reason") == "length" else "stop"
+
+
+# ---- one attempt against a deadline ----------------------------------------------------------
+
+
+@dataclass
+class _Reply:
+    """What one attempt brought back, whatever the status."""
+
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage | None
+    body: bytes
+
+
+class _AttemptDeadline:
+    """Shuts an attempt's connection down once ``timeout_s`` has passed, whatever it is doing.
+
+    A socket timeout bounds each read, not the answer: a server that sends a byte
+    every 0.4 s never trips a 1 s timeout. So a timer shuts the socket down at the
+    deadline, which ends a send or read in progress at once; connecting is
+    bounded by the socket timeout itself.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout_s, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _AttemptDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline.
+
+        Through a duplicate: TLS wraps the socket in a new object and detaches this
+        one, while a shutdown of the duplicate ends the connection under both.
+        """
+        duplicate = sock.dup()
+        with self._lock:
+            self._sockets.append(duplicate)
+            if self.expired:  # connecting took the whole time
+                _shut_down(duplicate)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by the other side
+
+
+def _watched_connection(
+    deadline: _AttemptDeadline,
+    connection_class: type[http.client.HTTPConnection],
+    *args: Any,
+    **kwargs: Any,
+) -> http.client.HTTPConnection:
+    """A ``connection_class`` whose socket ``deadline`` watches from the moment it connects.
+
+    http.client opens sockets through the per-connection ``_create_connection``, so
+    wrapping it covers plain HTTP, TLS and proxy tunnels alike.
+    """
+    connection = connection_class(*args, **kwargs)
+    open_socket = connection._create_connection
+
+    def open_watched_socket(*open_args: Any, **open_kwargs: Any) -> socket.socket:
+        sock = open_socket(*open_args, **open_kwargs)
+        deadline.watch(sock)
+        return sock
+
+    connection._create_connection = open_watched_socket
+    return connection
+
+
+class _DeadlineHandlerMixin:
+    """Makes a urllib HTTP(S) handler open connections that ``deadline`` watches."""
+
+    def __init__(self, deadline: _AttemptDeadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **http_conn_args: Any) -> Any:
+        watched = partial(_watched_connection, self._deadline, http_class)
+        return super().do_open(watched, req, **http_conn_args)  # type: ignore[misc]
+
+
+class _DeadlineHTTPHandler(_DeadlineHandlerMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_DeadlineHandlerMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+def _error_body(exc: urllib.error.HTTPError) -> bytes:
+    """The body of an error answer; its status decides what happens, so a broken body is b''."""
+    try:
+        return exc.read()
+    except (OSError, http.client.HTTPException):
+        return b""
 
 
 def _describe_connection_failure(exc: BaseException, timeout_s: float) -> str:
@@ -467,13 +704,14 @@ def _describe_connection_failure(exc: BaseException, timeout_s: float) -> str:
     return str(reason) or type(reason).__name__
 
 
-def _retry_after_s(exc: urllib.error.HTTPError) -> float | None:
+def _retry_after_s(headers: http.client.HTTPMessage | None) -> float | None:
     """A 429/503's Retry-After in seconds, when the server sent one as a number."""
-    value = exc.headers.get("Retry-After") if exc.headers is not None else None
+    value = headers.get("Retry-After") if headers is not None else None
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None  # an HTTP date; the exponential backoff will do
+    return seconds if seconds is not None and 0 <= seconds < math.inf else None
 
 
 def _hint(status: int, api_key_env: str) -> str:
