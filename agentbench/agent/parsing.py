@@ -34,9 +34,17 @@ Decisions (each one tested in ``tests/test_parsing.py``):
 - An answer with a known label that is not in ``legal`` keeps its index, with
   ``legal=False``: the runner flags such a step invalid and illegal.
 
-Cost is linear in the text: one regex scan without nested quantifiers, then
-only a bounded window after the chosen keyword is examined (1 MB parses in
-about 10-50 ms, the high end for text that NFKC must rewrite, e.g. full-width).
+Cost is bounded, whatever the model wrote. The text is NFKC-normalised only in
+regions, from the end backwards, and only near characters that can become a
+separator (":" or "="); the search stops at the first region holding a keyword
+(see :func:`_find_last_keyword`). Regions start and end where NFKC is known to
+act independently on each side (before a character that neither is nor
+decomposes to a combining mark or a character that composes backwards), so a
+region normalises exactly as it would inside the whole text. One deliberate
+difference from normalising everything at once: after 30 combining characters
+in a row, each further one is normalised on its own (the cut of Unicode's
+stream-safe text format, UAX #15 section 13); real text never has such runs,
+and normalising them whole takes time quadratic in their length.
 """
 
 from __future__ import annotations
@@ -54,9 +62,14 @@ ACTION_KEYWORD = "ACTION"
 # The placeholder the instructions use for "one of the labels" (``format_action(PLACEHOLDER)``).
 PLACEHOLDER = "X"
 
+# What may stand between the keyword and its separator, and the separators.
+_KEYWORD_GAP = r"[ \t*_`]*"
+_SEPARATORS = ":="
 # Keyword and separator only; the value is read by code, not by the regex, so that
 # several occurrences on one line are all found and nothing backtracks.
-ACTION_PATTERN = re.compile(r"(?<![^\W_])action[ \t*_`]*[:=]", re.IGNORECASE)
+ACTION_PATTERN = re.compile(
+    rf"(?<![^\W_]){ACTION_KEYWORD.lower()}{_KEYWORD_GAP}[{_SEPARATORS}]", re.IGNORECASE
+)
 
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_END = re.compile(f"[{re.escape(_LINE_BREAKS)}]")
@@ -131,7 +144,7 @@ def parse_action(
     if not text:
         return ParsedAction(None, None, "no ACTION= found")
     book = _label_book(tuple(labels))
-    work = unicodedata.normalize("NFKC", text)
+    work = _normalised_around_last_keyword(text, book)
     match, earlier = _last_keyword(work, book.window)
     if match is None:
         return ParsedAction(None, None, "no ACTION= found")
@@ -195,6 +208,254 @@ def _last_keyword(work: str, window: int) -> tuple[re.Match[str] | None, list[re
         return None, []
     last = recent.pop()
     return last, list(recent)
+
+
+# Raw characters normalised per region when the search moves back; any size works, this
+# one keeps the per-region overhead small against the normalisation itself.
+_REGION = 4096
+# Combining characters in a row after which each further one is normalised on its own
+# (UAX #15 section 13: stream-safe text has at most 30 non-starters in a row).
+_MAX_COMBINING_RUN = 30
+_SEPARATOR = re.compile(f"[{_SEPARATORS}]")
+# ACTION_PATTERN without its look-behind: it finds a superset of its matches, quickly.
+_KEYWORD_ANYWHERE = re.compile(ACTION_PATTERN.pattern.removeprefix(r"(?<![^\W_])"), re.I)
+# A text before a separator that may be the end of a keyword begun further back: a suffix
+# of the keyword ("", "n", "on", ..., "action") followed by the gap.
+_KEYWORD_TAIL = re.compile(
+    "".join("(?:" for _ in ACTION_KEYWORD)
+    + "".join(f"{char})?" for char in ACTION_KEYWORD.lower())
+    + _KEYWORD_GAP,
+    re.IGNORECASE,
+)
+
+
+# Code points with a decomposition or a non-zero combining class all lie below this
+# (checked in tests/test_parsing.py for the running Python's Unicode version).
+_UNICODE_DATA_END = 0x30000
+
+
+@dataclass(frozen=True)
+class _UnicodeClasses:
+    """Regexes for where NFKC may be cut and for what can become a separator."""
+
+    unstable: re.Pattern[str]  # a char NFKC may join or reorder with what precedes it
+    capped_run: re.Pattern[str]  # _MAX_COMBINING_RUN unstable chars
+    # More unstable chars in a row than that, or (a superset, quick to scan for: regexes
+    # test a class of many characters outside the BMP one range at a time) of such chars
+    # and any character outside the BMP.
+    long_run: re.Pattern[str]
+    maybe_long_run: re.Pattern[str]
+    separator_source: re.Pattern[str]  # a char whose NFKD holds ":" or "="
+    # In the reversed text, what may become the end of a keyword (its "n", gap and separator).
+    keyword_end_backwards: re.Pattern[str]
+
+
+@lru_cache(maxsize=1)
+def _unicode_classes() -> _UnicodeClasses:
+    """Derive the classes from ``unicodedata`` once (tens of milliseconds, on first use)."""
+    chars = [chr(code) for code in range(_UNICODE_DATA_END)]
+    combining = {char for char in chars if unicodedata.combining(char)}
+    decomposable = {char: unicodedata.normalize("NFKD", char) for char in chars
+                    if unicodedata.decomposition(char)}  # fmt: skip
+    # Characters that compose with the starter before them: the second of a canonical pair
+    # ("e" + U+0301), and Hangul vowel and trailing consonant jamo (composed by rule).
+    composes_backwards = {chr(code) for code in [*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)]}
+    for char in decomposable:
+        parts = unicodedata.decomposition(char).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            composes_backwards.add(chr(int(parts[1], 16)))
+    unstable = combining | composes_backwards
+    unstable |= {char for char, nfkd in decomposable.items() if nfkd[0] in unstable}
+    sources = {char for char, nfkd in decomposable.items() if set(nfkd) & set(_SEPARATORS)}
+    sources |= set(_SEPARATORS)
+    # A keyword's last letter, gap and separator come from consecutive raw characters: one
+    # whose NFKD holds an "n", then ones that become gap only, then a separator source
+    # (or, were there such a character, one holding both "n" and a separator).
+    last_letter = ACTION_KEYWORD[-1]
+    ends = {char for char, nfkd in decomposable.items() if last_letter in nfkd.upper()}
+    ends |= {last_letter, last_letter.lower()}
+    gap = set(re.sub(r"[^ \t*_`]", "", " \t*_`"))
+    gaps = {char for char, nfkd in decomposable.items() if set(nfkd) <= gap} | gap
+    ends_and_sources = _char_class(ends & sources) if ends & sources else None
+    keyword_end = f"{_char_class(sources)}{_char_class(gaps)}*{_char_class(ends)}"
+    if ends_and_sources:
+        keyword_end += f"|{ends_and_sources}"
+    unstable_or_astral = _char_class({char for char in unstable if char <= "\uffff"})
+    unstable_or_astral = unstable_or_astral[:-1] + "\U00010000-\U0010ffff]"
+    unstable_class = _char_class(unstable)
+    more_than_cap = f"{{{_MAX_COMBINING_RUN + 1},}}"
+    return _UnicodeClasses(
+        unstable=re.compile(unstable_class),
+        capped_run=re.compile(f"{unstable_class}{{{_MAX_COMBINING_RUN}}}"),
+        long_run=re.compile(unstable_class + more_than_cap),
+        maybe_long_run=re.compile(unstable_or_astral + more_than_cap),
+        separator_source=re.compile(_char_class(sources)),
+        keyword_end_backwards=re.compile(keyword_end),
+    )
+
+
+def _char_class(chars: set[str]) -> str:
+    """A regex for one of ``chars``, quick to test.
+
+    Consecutive code points become ranges; and as a regex tests a class of characters
+    outside the BMP range by range, those are tested only for such a character.
+    """
+    ranges: list[list[int]] = []
+    for code in sorted(map(ord, chars)):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+
+    def listed(part: list[list[int]]) -> str:
+        return "".join(re.escape(chr(low)) + ("-" + re.escape(chr(high)) if high > low else "")
+                       for low, high in part)  # fmt: skip
+
+    bmp = [pair for pair in ranges if pair[1] <= 0xFFFF]
+    astral = [pair for pair in ranges if pair[1] > 0xFFFF]
+    if not astral:
+        return f"[{listed(bmp)}]"
+    return f"(?:[{listed(bmp)}]|(?=[\U00010000-\U0010ffff])[{listed(astral)}])"
+
+
+def _is_cut(text: str, at: int) -> bool:
+    """Whether NFKC acts on ``text[:at]`` and ``text[at:]`` independently."""
+    if at <= 0 or at >= len(text):
+        return True
+    classes = _unicode_classes()
+    if not classes.unstable.match(text, at):
+        return True
+    run_start = at - _MAX_COMBINING_RUN
+    return run_start >= 0 and classes.capped_run.match(text, run_start) is not None
+
+
+def _cut_at_or_before(text: str, at: int) -> int:
+    at = max(at, 0)
+    while not _is_cut(text, at):  # at most _MAX_COMBINING_RUN steps
+        at -= 1
+    return at
+
+
+def _cut_after(text: str, at: int) -> int:
+    at += 1
+    while not _is_cut(text, at):
+        at += 1
+    return at
+
+
+def _nfkc(text: str, start: int, stop: int) -> str:
+    """NFKC of ``text[start:stop]`` (both cuts), each char past a long combining run alone."""
+    look_from = max(0, start - _MAX_COMBINING_RUN)
+    if text[look_from:stop].isascii():
+        return text[start:stop]
+    classes = _unicode_classes()
+    parts: list[str] = []
+    done = start
+    for maybe in classes.maybe_long_run.finditer(text, look_from, stop):
+        for run in classes.long_run.finditer(text, maybe.start(), maybe.end()):
+            alone = max(run.start() + _MAX_COMBINING_RUN, start)
+            parts.append(unicodedata.normalize("NFKC", text[done:alone]))
+            parts.extend(unicodedata.normalize("NFKC", char) for char in text[alone : run.end()])
+            done = run.end()
+    parts.append(unicodedata.normalize("NFKC", text[done:stop]))
+    return "".join(parts)
+
+
+def _normalised_around_last_keyword(text: str, book: _LabelBook) -> str:
+    """The NFKC text from before the last keyword to past what :func:`_read_value` reads.
+
+    Empty when there is no keyword. The result is a slice of the whole text's NFKC
+    (as described in the module docstring), holding the last keyword at an index
+    above 0 (so its look-behind saw the true preceding character), every keyword
+    that :func:`_last_keyword` would keep as ``earlier``, and ``book.window``
+    characters after the last keyword, or up to the end of the text.
+    """
+    found = _find_last_keyword(text)
+    if found is None:
+        return ""
+    start, stop, work, last = found
+    if book.has_keyword:
+        # Keywords ending within a window before the last one must be certain, too.
+        while start > 0 and _uncertain_first_keyword(work, last.start() - book.window):
+            start = _cut_at_or_before(text, stop - 2 * (stop - start))
+            work = _nfkc(text, start, stop)
+            last = _last_match(work)
+    while stop < len(text) and len(work) - last.end() < book.window:
+        more = _cut_at_or_before(text, stop + book.window)
+        more = more if more > stop else _cut_after(text, stop)
+        work += _nfkc(text, stop, more)
+        stop = more
+    return work
+
+
+def _find_last_keyword(text: str) -> tuple[int, int, str, re.Match[str]] | None:
+    """The last keyword: (start, stop) of a region of ``text``, its NFKC, the match in it.
+
+    Works backwards over regions cut where NFKC acts independently, each ending just
+    after what may be the end of a keyword. A keyword found in a region is certain
+    unless it begins the region (the character before it is unseen); and only the
+    region's first separator can end a keyword that begins before the region. So the
+    last certain keyword of the region is the answer; failing that, when the first
+    separator may end a keyword, the region widens backwards (keeping its text up to
+    that separator); else the search moves on before the region.
+    """
+    classes = _unicode_classes()
+    backwards = text[::-1]
+    stop = start = len(text)
+    work = ""
+    while True:
+        if start == stop:
+            end = classes.keyword_end_backwards.search(backwards, len(text) - stop)
+            if end is None:
+                return None
+            stop = _cut_after(text, len(text) - 1 - end.start())
+            # From before the raw "n" of that end, however long its gap.
+            start = _cut_at_or_before(text, min(stop - _REGION, len(text) - end.end() - 8))
+            work = _nfkc(text, start, stop)
+        last = _last_match(work)
+        if last is not None and (last.start() > 0 or start == 0):
+            return start, stop, work, last
+        if start == 0 or not _uncertain_first_keyword(work, 0):
+            stop = start
+            continue
+        kept, stop = _through_first_separator(text, start, stop)
+        wider = _cut_at_or_before(text, stop - max(_REGION, 2 * (stop - start)))
+        work = _nfkc(text, wider, start) + kept
+        start = wider
+
+
+def _through_first_separator(text: str, start: int, stop: int) -> tuple[str, int]:
+    """The NFKC of ``text[start:cut]`` and ``cut``: the first cut past its first separator."""
+    parts: list[str] = []
+    done = start
+    for source in _unicode_classes().separator_source.finditer(text, start, stop):
+        cut = _cut_after(text, source.start())
+        if cut > done:
+            parts.append(_nfkc(text, done, cut))
+            done = cut
+            if _SEPARATOR.search(parts[-1]):
+                break
+    return "".join(parts), done
+
+
+def _last_match(work: str) -> re.Match[str] | None:
+    if not _KEYWORD_ANYWHERE.search(work):  # several times quicker than ACTION_PATTERN
+        return None
+    last = None
+    for last in ACTION_PATTERN.finditer(work):  # noqa: B007 - only the last one is wanted
+        pass
+    return last
+
+
+def _uncertain_first_keyword(work: str, relevant_from: int) -> bool:
+    """Whether a keyword may end at ``work``'s first separator and begin before ``work``.
+
+    Only a keyword ending at or after ``relevant_from`` counts.
+    """
+    separator = _SEPARATOR.search(work)
+    if separator is None or separator.end() < relevant_from:
+        return False
+    return _KEYWORD_TAIL.fullmatch(work, 0, separator.start()) is not None
 
 
 @dataclass(frozen=True)
