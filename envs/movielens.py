@@ -40,6 +40,10 @@ from agentbench.errors import ConfigError
 
 # A dense float64 matrix this large takes 400 MB; beyond it raise min_ratings.
 MAX_MATRIX_ENTRIES = 50_000_000
+# Far beyond any rating scale, and small enough that the mean, and the squares the SVD
+# sums over a MAX_MATRIX_ENTRIES matrix, stay finite (a rating of 1e308 made them inf).
+MAX_ABS_RATING = 1e100
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # The genre flags of ml-100k u.item, in file order.
 _ML100K_GENRES = (
@@ -412,11 +416,15 @@ def _split_comma(line: str) -> list[str]:
 
 def _parse_int(field: str, name: str, number: int, what: str, path: str) -> int:
     try:
-        return int(field.strip())
+        value = int(field.strip())
     except ValueError:
+        value = None
+    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
         raise ConfigError(
-            f"line {number} of {what} {path!r} has {name} {field.strip()!r}: accepted are integers"
-        ) from None
+            f"line {number} of {what} {path!r} has {name} {field.strip()!r}: accepted are "
+            f"integers from {_INT64_MIN} to {_INT64_MAX} (ids are stored as 64-bit integers)"
+        )
+    return value
 
 
 def _parse_rating(field: str, number: int, what: str, path: str) -> float:
@@ -424,9 +432,9 @@ def _parse_rating(field: str, number: int, what: str, path: str) -> float:
         rating = float(field.strip())
     except ValueError:
         rating = math.nan
-    if not math.isfinite(rating):
+    if not math.isfinite(rating) or abs(rating) > MAX_ABS_RATING:
         raise ConfigError(
             f"line {number} of {what} {path!r} has rating {field.strip()!r}: accepted are "
-            "finite numbers such as 4 or 3.5"
+            f"numbers such as 4 or 3.5, of magnitude at most {MAX_ABS_RATING:g}"
         )
     return rating

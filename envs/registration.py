@@ -19,11 +19,15 @@ settings as keyword arguments to ``gymnasium.make``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 
 from agentbench.errors import ConfigError
 
@@ -102,13 +106,15 @@ def _unknown_id_message(env_id: str) -> str:
 
 
 def make(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make`` with a clear ConfigError for an unknown id."""
+    """``gymnasium.make`` with a clear ConfigError for an unknown id or keyword argument."""
     get_preset(env_id)
-    return gym.make(env_id, **kwargs)
+    _check_kwargs(env_id, kwargs, _MAKE_OPTIONS)
+    with _unknown_kwarg_as_config_error(env_id):
+        return gym.make(env_id, **kwargs)
 
 
 def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
-    """``gymnasium.make_vec`` with a clear ConfigError for an unknown id.
+    """``gymnasium.make_vec`` with a clear ConfigError for an unknown id or keyword argument.
 
     Uses the env's native vector implementation when it has one (the
     multi-armed bandits), Gymnasium's SyncVectorEnv otherwise.
@@ -116,7 +122,55 @@ def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> gym.vector.VectorEnv:
     get_preset(env_id)
     if num_envs < 1:
         raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
-    return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    _check_kwargs(env_id, kwargs, frozenset())
+    with _unknown_kwarg_as_config_error(env_id):
+        return gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+
+
+# What gymnasium.make itself takes besides the env's own keyword arguments.
+_MAKE_OPTIONS = frozenset(
+    name for name, parameter in inspect.signature(gym.make).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    or (parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name != "id")
+)  # fmt: skip
+
+
+def _check_kwargs(env_id: str, kwargs: dict[str, Any], options: frozenset[str]) -> None:
+    """ConfigError naming an argument the env's constructor does not take, and those it does."""
+    spec = gym.spec(env_id)
+    creator = spec.entry_point
+    if isinstance(creator, str):
+        creator = load_env_creator(creator)
+    try:
+        parameters = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the constructor judge
+        return
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return  # it forwards unknown names; _unknown_kwarg_as_config_error catches those
+    accepted = {parameter.name for parameter in parameters
+                if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                      inspect.Parameter.KEYWORD_ONLY)}  # fmt: skip
+    accepted |= options
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ConfigError(_unknown_kwarg_message(env_id, unknown[0], sorted(accepted)))
+
+
+def _unknown_kwarg_message(env_id: str, name: str, accepted: list[str] | None) -> str:
+    listed = f"accepted are {', '.join(accepted)}" if accepted else "see `agentbench envs`"
+    return f"env {env_id} takes no keyword argument {name!r}: {listed}"
+
+
+@contextmanager
+def _unknown_kwarg_as_config_error(env_id: str) -> Iterator[None]:
+    """An env that forwards ``**kwargs`` rejects a name deeper down: one line, not a traceback."""
+    try:
+        yield
+    except TypeError as error:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if found is None:
+            raise
+        raise ConfigError(_unknown_kwarg_message(env_id, found.group(1), None)) from error
 
 
 def _register_builtin() -> None:
