@@ -184,6 +184,11 @@ def _unreadable(path: Path, exc: Exception) -> CorruptCheckpointError:
 # ---------------------------------------------------------------- model weights
 
 
+def is_lora(model: Any) -> bool:
+    """Whether ``model`` is a peft model (its checkpoints hold the adapters only)."""
+    return hasattr(model, "peft_config")
+
+
 def save_policy(model: Any, directory: Path, use_lora: bool) -> None:
     if use_lora:
         model.save_pretrained(str(directory), safe_serialization=True)

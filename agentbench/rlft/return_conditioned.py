@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from agentbench.rlft.sampling import (
     SampledEpisode,
     SelfTrainingConfig,
     evaluate_policy,
+    resume_self_training,
     run_iterations,
     sample_episodes,
     sample_metrics,
@@ -120,10 +122,18 @@ class ReturnConditioned:
     """Return-conditioned training of an LLM agent; ``generator`` (a TransformersGenerator)
     is fine-tuned in place."""
 
+    config_class = ReturnConditionedConfig  # read back from a checkpoint by resume
+
     def __init__(self, generator: Any, config: ReturnConditionedConfig) -> None:
         self.generator = generator
         self.config = config
         self.iteration = 0  # iterations completed
+
+    @classmethod
+    def resume(cls, output_dir: str | Path, generator: Any) -> ReturnConditioned:
+        """Continue the run in ``output_dir`` from its newest intact checkpoint (exactly);
+        ``generator`` is the run's starting model (:func:`resume_self_training`)."""
+        return resume_self_training(cls, output_dir, generator)
 
     def train_seeds(self, iteration: int) -> list[int]:
         """The episodes of iteration ``iteration`` (0-based): fresh seeds every iteration."""

@@ -12,8 +12,18 @@ cross-entropy on its own generated tokens.
   invalid penalty, + the optional exploration bonus), the one shaping; an
   episode's training return is their sum.
 - :func:`run_iterations`: the loop around one iteration, with its metrics line
-  (:func:`sample_metrics`, :class:`MetricsLog`) and progress bar;
+  (:func:`sample_metrics`, :class:`MetricsLog`), progress bar and checkpoints;
   :func:`evaluate_policy`: held-out episodes, greedy by default.
+- :func:`resume_self_training`: a run continued from its newest intact checkpoint.
+
+Checkpoints (:mod:`agentbench.rlft.checkpoint`, safetensors + JSON) are written to
+``<output_dir>/checkpoints/iteration_000002/`` after every ``checkpoint_every``
+iterations and at the end: the policy (full weights, or the LoRA adapters when the
+model is a peft model), the config and the iteration counter. That is the whole
+state between iterations: each iteration's cross-entropy step starts a fresh AdamW
+and schedule, seeded from ``(sft.seed, iteration)``, and samples from streams fixed
+by the seeds and the iteration, so no optimizer or RNG state carries over, and a run
+resumed after iteration k continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from agentbench.agent.llm import LLMAgent, LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.metrics import summarize
 from agentbench.records import Episode, Step
+from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.config import (
     NON_NEGATIVE,
     NON_POSITIVE,
@@ -39,6 +50,7 @@ from agentbench.rlft.config import (
     Interval,
     PPOConfig,
     check_float_settings,
+    config_from_dict,
 )
 from agentbench.rlft.ppo import generated_tokens, training_rewards
 from agentbench.rlft.sft import SFTConfig
@@ -71,11 +83,15 @@ class SelfTrainingConfig:
     # i trains with a seed drawn from (sft.seed, i), so each iteration shuffles differently
     sft: SFTConfig = field(default_factory=SFTConfig)
     # ---- output
-    output_dir: str | None = None  # metrics.jsonl (one line per iteration) and config.json
+    output_dir: str | None = None  # metrics.jsonl (one line per iteration), config.json and
+    # checkpoints/ (None: none of them)
+    checkpoint_every: int = 1  # checkpoint every N iterations and at the end; 0 = at the end
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
     progress: bool = False  # tqdm bar over iterations
 
     def __post_init__(self) -> None:
-        for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0)):
+        for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0),
+                          ("checkpoint_every", 0), ("keep_checkpoints", 1)):  # fmt: skip
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         check_float_settings(self, self.float_ranges())
@@ -237,10 +253,12 @@ def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
 
 
 class SelfTrainer(Protocol):
-    """What :func:`run_iterations` drives: a config, a counter, and one iteration."""
+    """What :func:`run_iterations` drives: a config, a counter, the policy, and one
+    iteration."""
 
     config: SelfTrainingConfig
     iteration: int  # iterations completed
+    generator: Any  # the policy, fine-tuned in place
 
     def iterate(self, iteration: int) -> dict[str, Any]: ...
 
@@ -248,10 +266,21 @@ class SelfTrainer(Protocol):
 def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
     """Run ``trainer.iterate`` until ``config.iterations``: one metrics record per
     iteration (``iteration``, the iteration's own metrics, ``seconds``), written to
-    ``metrics.jsonl`` as it ends; a tqdm bar when ``config.progress``."""
+    ``metrics.jsonl`` as it ends, and a checkpoint every ``checkpoint_every``
+    iterations and at the end (with an ``output_dir``); a tqdm bar when
+    ``config.progress``."""
     from tqdm import tqdm
 
     config = trainer.config
+    if (
+        trainer.iteration == 0
+        and config.output_dir is not None
+        and ckpt.latest_checkpoint(config.output_dir) is not None
+    ):
+        raise ConfigError(
+            f"{config.output_dir} already holds checkpoints of a run; continue it with "
+            f"{type(trainer).__name__}.resume or choose another output_dir"
+        )
     log = MetricsLog(config.output_dir, config, fresh=trainer.iteration == 0)
     records: list[dict[str, Any]] = []
     bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=name,
@@ -263,10 +292,63 @@ def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
         record = {"iteration": trainer.iteration, **metrics}
         record["seconds"] = time.perf_counter() - started
         records.append(log.write(record))
+        every, last = config.checkpoint_every, trainer.iteration == config.iterations
+        if config.output_dir is not None and (last or (every and trainer.iteration % every == 0)):
+            save_self_training(trainer)
         bar.update(1)
         bar.set_postfix(ret=f"{record['return']:.2f}", invalid=f"{record['invalid_rate']:.2f}")
     bar.close()
     return records
+
+
+def save_self_training(trainer: SelfTrainer) -> Path:
+    """Checkpoint the policy, the config and the iteration counter (module docstring)."""
+    config, model = trainer.config, trainer.generator.model
+
+    def write_parts(directory: Path) -> None:
+        ckpt.save_policy(model, directory, ckpt.is_lora(model))
+        (directory / ckpt.CONFIG_FILE).write_text(_config_json(config), encoding="utf-8")
+        (directory / ckpt.TRAINER_FILE).write_text(
+            json.dumps({"iteration": trainer.iteration}), encoding="utf-8"
+        )
+
+    assert config.output_dir is not None
+    return ckpt.write_checkpoint(
+        config.output_dir, trainer.iteration, write_parts, config.keep_checkpoints, "iteration"
+    )
+
+
+def load_self_training(trainer: SelfTrainer, directory: Path) -> None:
+    """Restore a checkpoint's policy and counter into ``trainer``; drop the metric lines
+    of later iterations (the resumed run redoes them)."""
+    model = trainer.generator.model
+    ckpt.load_policy(model, directory, ckpt.is_lora(model))
+    trainer.iteration = ckpt.read_progress(directory, "iteration")
+    if trainer.config.output_dir is not None:
+        path = Path(trainer.config.output_dir) / METRICS_FILE
+        ckpt.truncate_metrics(path, "iteration", trainer.iteration)
+
+
+def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: Any) -> Any:
+    """A ``trainer_class`` (ExpertIteration, ReturnConditioned) continuing the run in
+    ``output_dir`` from its newest intact checkpoint, with the config the run started
+    with. ``generator`` must be the starting model of the run (with its LoRA adapters
+    injected the same way, when it had them)."""
+    directory = ckpt.resume_checkpoint(output_dir)
+    if directory is None:
+        raise ConfigError(f"{output_dir} holds no checkpoint to resume from")
+    data = dict(ckpt.read_checkpoint_config(directory))
+    config_class = trainer_class.config_class
+    sft = config_from_dict(SFTConfig, data.pop("sft", {}), "[sft]")
+    config = config_from_dict(config_class, {**data, "sft": sft}, config_class.__name__)
+    config = replace(config, output_dir=str(output_dir))  # the run directory may have moved
+    trainer = trainer_class(generator, config)
+    load_self_training(trainer, directory)
+    return trainer
+
+
+def _config_json(config: SelfTrainingConfig) -> str:
+    return json.dumps(asdict(config), indent=1, sort_keys=True)
 
 
 class MetricsLog:
@@ -279,8 +361,7 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if fresh:  # a new run starts a new file; a continued one appends
                 self.path.unlink(missing_ok=True)
-            config_text = json.dumps(asdict(config), indent=1, sort_keys=True)
-            (self.path.parent / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+            (self.path.parent / CONFIG_FILE).write_text(_config_json(config), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         if self.path is not None:

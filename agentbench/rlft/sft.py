@@ -19,16 +19,21 @@ is masked: only completion log-probs enter the loss, via
 ``TransformersGenerator.sequence_logprobs``) with AdamW and the PPO trainer's
 warm-up + cosine schedule. Its loop, :func:`train_on_targets`, works on token ids
 and is also the training step of expert iteration and return-conditioned training.
+Given an ``output_dir`` it checkpoints after every epoch and resumes exactly
+(safetensors + JSON, :mod:`agentbench.rlft.checkpoint`).
 Seeding happens inside ``torch.random.fork_rng`` and a ``np.random.Generator``; no
 global RNG is touched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +48,7 @@ from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Episode, Step
+from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.config import NON_NEGATIVE, POSITIVE, check_float_settings
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.ppo import forked_torch_rng, lr_factor
@@ -223,9 +229,15 @@ def encode_examples(generator: Any, examples: Sequence[SFTExample]) -> _Encoded:
 
 
 def train_sft(
-    generator: Any, examples: Sequence[SFTExample], config: SFTConfig = SFTConfig()
+    generator: Any,
+    examples: Sequence[SFTExample],
+    config: SFTConfig = SFTConfig(),
+    output_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Fine-tune ``generator.model`` in place on ``examples``; one record per epoch.
+    With ``output_dir``, a checkpoint after every epoch, and ``resume`` continues from
+    the newest intact one (see :func:`train_on_targets`).
 
     Loss: mean negative log-likelihood per target token (prompt tokens masked).
     Records hold ``epoch``, ``loss`` (the epoch's mean training token loss),
@@ -235,7 +247,9 @@ def train_sft(
     if not examples:
         raise ConfigError("no SFT examples to train on")
     data = encode_examples(generator, examples)
-    return train_on_targets(generator, data.prompts, data.targets, config)
+    return train_on_targets(
+        generator, data.prompts, data.targets, config, output_dir=output_dir, resume=resume
+    )
 
 
 def train_on_targets(
@@ -244,6 +258,9 @@ def train_on_targets(
     targets: Sequence[Sequence[int]],
     config: SFTConfig = SFTConfig(),
     name: str = "sft",
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_checkpoints: int = 2,
 ) -> list[dict[str, Any]]:
     """The cross-entropy loop shared by SFT, expert iteration and return-conditioned
     training: fine-tune ``generator.model`` in place on (prompt ids, target ids) pairs.
@@ -257,6 +274,15 @@ def train_on_targets(
     optimizer and schedule untouched) with a warning and counted in the epoch's
     ``skipped_steps``; an epoch whose every step is non-finite stops with
     :class:`~agentbench.rlft.nonfinite.NonFiniteTrainingError`.
+
+    With ``output_dir``, a checkpoint after every epoch in ``<output_dir>/checkpoints/
+    epoch_000001/`` (:mod:`agentbench.rlft.checkpoint`: the weights, or the LoRA
+    adapters of a peft model; AdamW and schedule state; the numpy RNG; the step
+    counter and the records so far); the ``keep_checkpoints`` newest are kept. With
+    ``resume`` the loop continues from the newest intact checkpoint there (none: from
+    the start) and ends exactly as an uninterrupted run; ``generator`` must be the
+    starting model, ``config`` and the pairs those of the run (both are checked).
+    Without ``resume`` an ``output_dir`` that holds checkpoints is refused.
     """
     if len(prompts) != len(targets):
         raise ConfigError(f"got {len(targets)} targets for {len(prompts)} prompts")
@@ -279,12 +305,17 @@ def train_on_targets(
     )
     dropout_seeds = rng.integers(0, 2**62, size=total * max(1, config.batch_size))
     records: list[dict[str, Any]] = []
-    step = 0
+    step, done = 0, 0  # optimizer steps and epochs completed
+    run = None if output_dir is None else _SFTRun(Path(output_dir), config, prompts, targets)
+    if run is not None:
+        directory = run.resumable(resume)
+        if directory is not None:
+            done, step, records = run.load(directory, model, optimizer, scheduler, rng)
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     model.train()
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(done, config.epochs):
             order = rng.permutation(len(chosen))
             loss_sum, token_sum = 0.0, 0
             epoch_steps, skipped = 0, 0
@@ -326,8 +357,94 @@ def train_on_targets(
                 "seconds": time.perf_counter() - start,
             }
             records.append(record)
+            if run is not None:
+                run.save(
+                    epoch + 1, step, records, model, optimizer, scheduler, rng, keep_checkpoints
+                )
             if config.progress:
                 print(f"{name} epoch {record['epoch']}: loss {record['loss']:.4f}", flush=True)
     finally:
         model.eval()
     return records
+
+
+@dataclass
+class _SFTRun:
+    """The checkpoints of one :func:`train_on_targets` run in ``output_dir``."""
+
+    output_dir: Path
+    config: SFTConfig
+    prompts: Sequence[Sequence[int]]
+    targets: Sequence[Sequence[int]]
+
+    @property
+    def data_fingerprint(self) -> str:
+        """SHA-256 of the (prompt ids, target ids) pairs: a resumed run trains on the same."""
+        pairs = [[list(p), list(t)] for p, t in zip(self.prompts, self.targets, strict=True)]
+        return hashlib.sha256(json.dumps(pairs).encode("utf-8")).hexdigest()
+
+    def resumable(self, resume: bool) -> Path | None:
+        """The checkpoint to continue from (None: start afresh)."""
+        if resume:
+            return ckpt.resume_checkpoint(self.output_dir)
+        if ckpt.latest_checkpoint(self.output_dir) is not None:
+            raise ConfigError(
+                f"{self.output_dir} already holds SFT checkpoints; continue the run with "
+                "resume=True or choose another output_dir"
+            )
+        return None
+
+    def save(
+        self,
+        epoch: int,
+        step: int,
+        records: list[dict[str, Any]],
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        rng: np.random.Generator,
+        keep: int,
+    ) -> Path:
+        def write_parts(directory: Path) -> None:
+            ckpt.save_policy(model, directory, ckpt.is_lora(model))
+            ckpt.save_optimizer(optimizer, scheduler, directory)
+            ckpt.save_rng([ckpt.rng_state(rng, {})], directory)
+            config_text = json.dumps(asdict(self.config), indent=1, sort_keys=True)
+            (directory / ckpt.CONFIG_FILE).write_text(config_text, encoding="utf-8")
+            progress = {"epoch": epoch, "step": step, "data": self.data_fingerprint}
+            (directory / ckpt.TRAINER_FILE).write_text(
+                json.dumps({**progress, "records": records}), encoding="utf-8"
+            )
+
+        return ckpt.write_checkpoint(self.output_dir, epoch, write_parts, keep, "epoch")
+
+    def load(
+        self,
+        directory: Path,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        rng: np.random.Generator,
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """Restore a checkpoint; returns (epochs done, optimizer steps done, records)."""
+        saved = ckpt.read_checkpoint_config(directory)
+        changed = sorted(
+            key for key, value in asdict(self.config).items()
+            if key != "progress" and saved.get(key) != value
+        )  # fmt: skip
+        if changed:
+            raise ConfigError(
+                f"the checkpoint {directory} was written with other SFT settings {changed}; "
+                "resume with the run's own config"
+            )
+        state = ckpt.read_json(directory / ckpt.TRAINER_FILE)
+        if state.get("data") != self.data_fingerprint:
+            raise ConfigError(
+                f"the checkpoint {directory} was written for other examples; "
+                "resume with the run's own examples"
+            )
+        ckpt.load_policy(model, directory, ckpt.is_lora(model))
+        ckpt.load_optimizer(optimizer, scheduler, directory)
+        ckpt.load_rng(rng, {}, directory)
+        epoch = ckpt.read_progress(directory, "epoch")
+        return epoch, int(state["step"]), list(state["records"])
