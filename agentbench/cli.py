@@ -178,6 +178,7 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         ReturnConditioned,
         ReturnConditionedConfig,
     )
+    from agentbench.rlft.checkpoint import latest_checkpoint
     from agentbench.rlft.config import config_from_dict
     from agentbench.rlft.sft import SFTConfig
 
@@ -198,12 +199,17 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     config = config_from_dict(config_class, {**data, "sft": sft}, method, also_accepted=own)
     generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
                                      int(options["lora_r"]), config.sft.seed)  # fmt: skip
-    trainer = trainer_class(generator, config)
+    if config.output_dir and latest_checkpoint(config.output_dir) is not None:
+        # A run continues with the config it started with, as PPO's does.
+        console.print(f"resuming the run in {config.output_dir} with its own config")
+        trainer = trainer_class.resume(config.output_dir, generator)
+    else:
+        trainer = trainer_class(generator, config)
     started = time.perf_counter()
     records = trainer.train()
     seeds = range(options["eval_seed"], options["eval_seed"] + options["eval_episodes"])
     summary, _ = trainer.evaluate(seeds)
-    _print_evaluation(console, summary, f"held-out evaluation after {len(records)} iterations")
+    _print_evaluation(console, summary, f"held-out evaluation after {trainer.iteration} iterations")
     console.print(f"{len(records)} iterations in {time.perf_counter() - started:.0f} s"
                   + (f"; metrics in {config.output_dir}" if config.output_dir else ""))  # fmt: skip
     if args.export:

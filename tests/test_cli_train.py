@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from agentbench.cli import main
@@ -126,9 +128,35 @@ def test_train_command_runs_expert_iteration_and_return_conditioned(
         (line,) = (out / "metrics.jsonl").read_text().splitlines()
         assert json.loads(line)["iteration"] == 1
         assert (tmp_path / f"{method}-model" / "model.safetensors").is_file()
+        # The same command again resumes the finished run from its checkpoint.
+        assert main(["train", str(config)]) == 0
+        again = capsys.readouterr().out
+        assert "resuming the run" in again and "after 1 iterations" in again
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     config.write_text(SELF_TRAINING.format(method="expert-iteration", out=out, extra="bogus = 1"))
     assert main(["train", str(config)]) == 2
     assert "bogus" in capsys.readouterr().err
     config.write_text('method = "dpo"\n')
     assert main(["train", str(config)]) == 2
     assert "'dpo' is not one of ppo" in capsys.readouterr().err
+
+
+def test_train_command_resumes_past_a_damaged_checkpoint(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(catalog, "resolve_model", lambda name, **kw: tiny_generator(seed=1))
+    out = tmp_path / "ppo"
+    config = tmp_path / "ppo.toml"
+    config.write_text(CONFIG.format(updates=2, out=out) + "checkpoint_every = 1\n")
+    assert main(["train", str(config)]) == 0
+    capsys.readouterr()
+    damaged = out / "checkpoints" / "update_000002" / "adapter_model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="resuming from .*update_000001"):
+        assert main(["train", str(config)]) == 0
+    assert "after 2 updates" in capsys.readouterr().out
+    for update in (1, 2):
+        (out / "checkpoints" / f"update_00000{update}" / "rng.json").write_text("{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "holds no intact checkpoint" in line and "rng.json" in line
