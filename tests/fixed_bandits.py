@@ -1,4 +1,5 @@
-"""Shared by the learning tests: bandits with fixed arm means, and one torch thread.
+"""Shared by the learning tests: bandits with fixed arm means, the torch thread count,
+the tiny model they learn with, and the figures they report.
 
 A random-init tiny model cannot learn in-context bandit play in a CPU test; with
 the same arm means in every episode, lower regret means the policy learned from
@@ -10,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import json
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -49,15 +53,48 @@ def registered(env_id: str, env_class: type) -> Iterator[str]:
 
 
 @contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """The test machine has 2 cores shared with other jobs: two OpenMP threads fighting
-    for them made tiny-model rollouts ~50x slower than one thread."""
+def learning_threads() -> Iterator[None]:
+    """Torch threads for the learning tests: 1 unless ``AGENTBENCH_TEST_THREADS`` says
+    otherwise (scripts/check_learning_tests.sh runs them with 1 and 2). The test machine
+    has 2 cores shared with other jobs: two OpenMP threads fighting for them made
+    tiny-model rollouts ~50x slower than one thread."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("AGENTBENCH_TEST_THREADS", "1")))
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+# "ACTION=" as one token: a real BPE vocabulary spells it in one to three tokens, the
+# byte tokenizer in seven. Learning the format then is one decision instead of a chain
+# of seven samples, and it no longer takes off at a moment that depends on which CPU
+# kernels (AVX2, AVX-512, AMX) did the arithmetic.
+LEARNING_WORD_TOKENS = ("ACTION=",)
+
+
+def learning_generator(word_tokens: tuple[str, ...] = LEARNING_WORD_TOKENS) -> Any:
+    """The tiny model a learning test trains (float32; ``ACTION=`` one token unless
+    ``word_tokens`` says otherwise), initialised from seed 0, or from
+    ``AGENTBENCH_LEARNING_SEED``: another start, to check that a test does not hinge
+    on one lucky initialisation."""
+    from agentbench.models.tiny import tiny_generator
+
+    seed = int(os.environ.get("AGENTBENCH_LEARNING_SEED", "0"))
+    return tiny_generator(seed=seed, word_tokens=word_tokens)
+
+
+def report_figures(**figures: float) -> None:
+    """Print a learning test's measured figures on one line, and append them to the
+    JSONL file named by ``AGENTBENCH_LEARNING_FIGURES`` (scripts/check_learning_tests.sh
+    collects them per kernel setting and thread count)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    rounded = {k: round(float(v), 3) for k, v in figures.items()}
+    print(f"FIGURES {test} " + " ".join(f"{k}={v}" for k, v in rounded.items()))
+    path = os.environ.get("AGENTBENCH_LEARNING_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": test, "figures": rounded}) + "\n")
 
 
 WEAK_START_INVALID_TARGET = "I am not sure."

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fixed_bandits import one_torch_thread
+from fixed_bandits import learning_threads
 
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import PPOConfig
@@ -28,7 +28,7 @@ RUNS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def torch_threads():
-    with one_torch_thread():
+    with learning_threads():
         yield
 
 

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fixed_bandits import adam_weak_start, fixed_arms_bandit, one_torch_thread, registered
+from fixed_bandits import (
+    adam_weak_start,
+    fixed_arms_bandit,
+    learning_generator,
+    learning_threads,
+    registered,
+    report_figures,
+)
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
@@ -54,7 +61,7 @@ def fixed_env():
 
 @pytest.fixture(scope="module", autouse=True)
 def torch_threads():
-    with one_torch_thread():
+    with learning_threads():
         yield
 
 
@@ -289,15 +296,24 @@ def _scores(trainer: PPOTrainer) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def weak_start(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    generator = tiny_generator(seed=0)
+    generator = _bandit_generator()
     _supervised_weak_start(generator)
     state = {k: v.detach().clone() for k, v in generator.model.state_dict().items()}
     trainer = PPOTrainer(_learning_config(tmp_path_factory.mktemp("start")), generator)
     return {"state": state, "scores": _scores(trainer)}
 
 
+def _bandit_generator() -> Any:
+    """The byte-level tiny model: with ``ACTION=`` as one token, PPO turns the first
+    valid answers into the format within an update or two, and reinforces whichever
+    arm they happened to name before the 0.6 gap between the arms shows (measured:
+    invalid 0.00 but greedy regret 3.0, the worse arm every step). Spelled in bytes,
+    the format comes slower, while the arms' rewards are already being compared."""
+    return learning_generator(word_tokens=())
+
+
 def _weak_generator(weak_start: dict[str, Any]) -> Any:
-    generator = tiny_generator(seed=0)
+    generator = _bandit_generator()
     generator.model.load_state_dict(weak_start["state"])
     return generator
 
@@ -312,16 +328,18 @@ class ZeroAdvantages(PPOTrainer):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_ppo_learns_valid_answers_and_the_better_arm(weak_start, tmp_path: Path):
     start = weak_start["scores"]
-    # The honest weak start: mostly invalid answers, arms chosen at random.
-    assert start["sampled_invalid"] > 0.6 and start["greedy_invalid"] > 0.6
-    assert start["sampled_regret"] > 0.8 * RANDOM_REGRET
-
     trainer = PPOTrainer(_learning_config(tmp_path), _weak_generator(weak_start))
     records = trainer.train()
     end = _scores(trainer)
-    print("start", start, "\nend", end)
+    report_figures(**{f"start_{k}": v for k, v in start.items()},
+                   **{f"end_{k}": v for k, v in end.items()})  # fmt: skip
+
+    # The honest weak start: mostly invalid answers, arms chosen at random.
+    assert start["sampled_invalid"] > 0.6 and start["greedy_invalid"] > 0.6
+    assert start["sampled_regret"] > 0.8 * RANDOM_REGRET
 
     assert end["sampled_invalid"] < 0.3 and end["greedy_invalid"] < 0.1
     assert end["sampled_regret"] < 0.6 * RANDOM_REGRET
@@ -347,12 +365,14 @@ def test_ppo_learns_valid_answers_and_the_better_arm(weak_start, tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_control_without_advantages_does_not_learn(weak_start, tmp_path: Path):
     start = weak_start["scores"]
     trainer = ZeroAdvantages(_learning_config(tmp_path), _weak_generator(weak_start))
     records = trainer.train()
     end = _scores(trainer)
-    print("start", start, "\nend", end)
+    report_figures(**{f"start_{k}": v for k, v in start.items()},
+                   **{f"end_{k}": v for k, v in end.items()})  # fmt: skip
     # Nothing but the advantage-weighted loss moves the policy: no stale gradients, no
     # KL pull while the policy equals the reference, no weight decay, no value loss.
     for name, parameter in trainer.model.state_dict().items():

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from fixed_bandits import one_torch_thread
+from fixed_bandits import learning_threads
 
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
@@ -111,7 +111,7 @@ def test_a_non_utf8_toml_is_one_line_naming_the_file(tmp_path: Path):
 
 @pytest.fixture(scope="module", autouse=True)
 def torch_threads():
-    with one_torch_thread():
+    with learning_threads():
         yield
 
 

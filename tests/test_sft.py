@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixed_bandits import fixed_arms_bandit, one_torch_thread, registered
+from fixed_bandits import fixed_arms_bandit, learning_threads, registered, report_figures
 
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
@@ -43,7 +43,7 @@ def sft_env():
 
 @pytest.fixture(scope="module", autouse=True)
 def torch_threads():
-    with one_torch_thread():
+    with learning_threads():
         yield
 
 
@@ -150,18 +150,24 @@ def _clone(mode: str, cot: bool, epochs: int, budget: int) -> tuple[dict, dict, 
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_behaviour_cloning_learns_valid_answers(random_regret: float):
     before, after, records, seconds = _clone("behaviour", cot=False, epochs=2, budget=16)
-    print("behaviour", before, after, "random regret", random_regret, f"{seconds:.1f}s")
+    report_figures(**{f"before_{k}": v for k, v in before.items()},
+                   **{f"after_{k}": v for k, v in after.items()},
+                   random_regret=random_regret, seconds=seconds)  # fmt: skip
     assert before["valid"] < 0.05
     assert after["valid"] > 0.9
     assert records[-1]["loss"] < 0.5 * records[0]["loss"]
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_thought_cloning_learns_valid_answers_and_beats_random(random_regret: float):
     before, after, records, seconds = _clone("thought", cot=True, epochs=6, budget=96)
-    print("thought", before, after, "random regret", random_regret, f"{seconds:.1f}s")
+    report_figures(**{f"before_{k}": v for k, v in before.items()},
+                   **{f"after_{k}": v for k, v in after.items()},
+                   random_regret=random_regret, seconds=seconds)  # fmt: skip
     assert before["valid"] < 0.05
     # measured 0.86 (greedy, 32 held-out episodes); behaviour cloning reaches 1.0
     assert after["valid"] > 0.8

@@ -29,14 +29,18 @@ CHATML_TEMPLATE = (
 )
 
 
-def byte_tokenizer(chat_template: str | None = CHATML_TEMPLATE) -> object:
+def byte_tokenizer(
+    chat_template: str | None = CHATML_TEMPLATE, word_tokens: tuple[str, ...] = ()
+) -> object:
     """A byte-level tokenizer (256 byte tokens + 4 special ones), built in memory.
 
     A BPE model with no merges over the byte-level alphabet: each UTF-8 byte is one
     token. ``chat_template=None`` gives a tokenizer without a template, to exercise
-    the backend's plain fallback.
+    the backend's plain fallback. ``word_tokens`` are extra whole-string tokens
+    (ids after the bytes), e.g. ``("ACTION=",)``: a real BPE vocabulary spells the
+    answer format in a token or two, where bytes make it a chain of seven samples.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
@@ -46,6 +50,7 @@ def byte_tokenizer(chat_template: str | None = CHATML_TEMPLATE) -> object:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(list(SPECIAL_TOKENS))
+    backend.add_tokens([AddedToken(word, normalized=False) for word in word_tokens])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD,
@@ -68,19 +73,20 @@ def tiny_generator(
     device: str | None = "cpu",
     dtype: str | torch.dtype | None = torch.float32,
     settings: TransformersSettings | None = None,
+    word_tokens: tuple[str, ...] = (),
 ) -> TransformersGenerator:
     """A small random Llama behind the real backend; same seed, same weights.
 
     float32 on the CPU by default, so tests compare numbers without bf16 noise.
     ``init_std`` is larger than the usual 0.02, which would make a random model
     repeat one token whatever the prompt; at 0.3 greedy outputs differ by prompt,
-    which is what batching tests need to see.
+    which is what batching tests need to see. ``word_tokens``: see :func:`byte_tokenizer`.
     The weights come from a forked RNG seeded with ``seed``: the caller's global
     torch RNG is left exactly as it was.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = byte_tokenizer(chat_template)
+    tokenizer = byte_tokenizer(chat_template, word_tokens)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -101,4 +107,4 @@ def tiny_generator(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.to(device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()
-    return TransformersGenerator(model, tokenizer, name=f"tiny-llama-seed{seed}", settings=settings)
+    return TransformersGenerator(model, tokenizer, name=f"tiny-llama-seed{seed}" + "".join(f"+{w}" for w in word_tokens), settings=settings)
