@@ -8,12 +8,11 @@ rewards (or expert data) which arm pays.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-import json
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -67,9 +66,10 @@ def learning_threads() -> Iterator[None]:
 
 
 # "ACTION=" as one token: a real BPE vocabulary spells it in one to three tokens, the
-# byte tokenizer in seven. Learning the format then is one decision instead of a chain
-# of seven samples, and it no longer takes off at a moment that depends on which CPU
-# kernels (AVX2, AVX-512, AMX) did the arithmetic.
+# byte tokenizer in seven. For expert iteration and return-conditioned training the
+# format is then one decision instead of a chain of seven samples, learned early
+# whichever CPU kernels (AVX2, AVX-512, AMX) do the arithmetic. The PPO tests keep the
+# bytes (see their docstrings for why).
 LEARNING_WORD_TOKENS = ("ACTION=",)
 
 

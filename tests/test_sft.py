@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixed_bandits import fixed_arms_bandit, learning_threads, registered, report_figures
+from fixed_bandits import (
+    fixed_arms_bandit,
+    learning_generator,
+    learning_threads,
+    registered,
+    report_figures,
+)
 
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
@@ -139,7 +145,7 @@ def random_regret() -> float:
 
 def _clone(mode: str, cot: bool, epochs: int, budget: int) -> tuple[dict, dict, list, float]:
     start_time = time.perf_counter()
-    generator = tiny_generator(seed=0)
+    generator = learning_generator(word_tokens=())  # byte-level: ACTION= spelled out
     agent = LLMAgent(generator, LLMAgentSettings(cot=cot, budget=budget))
     before = _score(agent)
     examples = expert_dataset(SFT_ENV, TRAIN_SEEDS, mode=mode)

@@ -107,4 +107,5 @@ def tiny_generator(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.to(device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()
-    return TransformersGenerator(model, tokenizer, name=f"tiny-llama-seed{seed}" + "".join(f"+{w}" for w in word_tokens), settings=settings)
+    name = f"tiny-llama-seed{seed}" + "".join(f"+{word}" for word in word_tokens)
+    return TransformersGenerator(model, tokenizer, name=name, settings=settings)
