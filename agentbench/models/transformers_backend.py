@@ -27,7 +27,9 @@ the model is in train mode), which is what PPO's probability ratio needs.
 
 from __future__ import annotations
 
+import inspect
 import secrets
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,11 +37,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from agentbench.errors import ConfigError
+from agentbench.models.attention import MASKABLE, model_attention_mask
 from agentbench.models.interface import Chat, Generation, GenerationConfig
+from agentbench.models.kv_reuse import CachedPrefix, ColumnCache, PrefixPool, common_prefix
 
 # End-of-turn markers of common chat formats (ChatML, Llama 3, Gemma, Phi-3, GPT-2
 # style). A model's own eos id is always used too; these catch templates whose
@@ -69,6 +74,16 @@ class TransformersSettings:
     # Without a template a model happily writes the next turn too; these stop it.
     template_stop: tuple[str, ...] = ("\nuser:", "\nsystem:")
     stop_token_ids: tuple[int, ...] = ()  # extra token ids that end a reply, besides eos
+    # The decode cache (models/kv_reuse.py): preallocated and written by column, instead
+    # of grown by torch.cat every token. Needs an attention that takes a custom mask
+    # (sdpa or eager); other models use the plain path whatever this says.
+    static_cache: bool = True
+    # Reuse the keys and values of prompt prefixes kept from the previous generate call
+    # (an episode's next prompt extends its last one); needs static_cache.
+    prefix_reuse: bool = True
+    # Tokens kept for reuse, all rows together; each costs layers x 2 x kv_heads x
+    # head_dim values (23 KB for SmolLM2-135M in bf16).
+    prefix_cache_tokens: int = 131_072
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.score_batch_size < 1:
@@ -76,6 +91,10 @@ class TransformersSettings:
                 f"max_batch_size {self.max_batch_size} and score_batch_size "
                 f"{self.score_batch_size} must be at least 1"
             )
+        if self.prefix_reuse and not self.static_cache:
+            raise ConfigError("prefix_reuse needs static_cache=True (it reuses the column cache)")
+        if self.prefix_cache_tokens < 0:
+            raise ConfigError(f"prefix_cache_tokens {self.prefix_cache_tokens} must be >= 0")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -148,6 +167,13 @@ class TransformersGenerator:
         pad = tokenizer.pad_token_id
         # Padded positions are masked out, so any id works; eos is the usual stand-in.
         self.pad_token_id = int(pad if pad is not None else min(self.stop_token_ids))
+        self.prefix_pool = PrefixPool(self.settings.prefix_cache_tokens)
+        # transformers 5 renamed the forward argument past_key_values to cache.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        named = inspect.signature(base.forward).parameters
+        self._cache_argument = "cache" if "cache" in named else "past_key_values"
+        # Prompt tokens asked for and tokens actually prefilled (the rest were reused).
+        self.counters: Counter[str] = Counter()
 
     @classmethod
     def from_pretrained(
@@ -270,17 +296,41 @@ class TransformersGenerator:
         stops = tuple(config.stop)
         if not self.has_chat_template:
             stops += self.settings.template_stop
+        self.counters["prompt_tokens"] += sum(len(ids) for ids in prompt_ids)
+        columns = self.settings.static_cache and self._maskable()
+        reuse = columns and self.settings.prefix_reuse
+        if reuse:
+            self.prefix_pool.check_model(self.model)
+        kept: list[CachedPrefix] = []
         # Similar lengths together waste less on padding; per-row generators make the
         # order irrelevant to the samples.
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for chunk in _batched(order, self.settings.max_batch_size):
-            generations = self._generate_batch(
-                [prompt_ids[i] for i in chunk], config, [seeds[i] for i in chunk], stops
-            )
+            rows = [prompt_ids[i] for i in chunk]
+            row_seeds = [seeds[i] for i in chunk]
+            if columns:
+                generations = self._generate_columns(
+                    rows, config, row_seeds, stops, self.prefix_pool if reuse else None, kept
+                )
+            else:
+                generations = self._generate_batch(rows, config, row_seeds, stops)
             for i, generation in zip(chunk, generations, strict=True):
                 results[i] = generation
+        if reuse:
+            self.prefix_pool.replace(kept)
         return [g for g in results if g is not None]
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the prompt prefixes kept for reuse (they are also dropped by themselves
+        when the weights change)."""
+        self.prefix_pool.clear()
+
+    def _with_cache(self, cache: Any) -> dict[str, Any]:
+        return {self._cache_argument: cache}
+
+    def _maskable(self) -> bool:
+        return getattr(self.model.config, "_attn_implementation", "eager") in MASKABLE
 
     def _generate_batch(
         self,
@@ -289,33 +339,27 @@ class TransformersGenerator:
         seeds: Sequence[int],
         stops: tuple[str, ...],
     ) -> list[Generation]:
-        n = len(prompt_ids)
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        finish = ["length"] * n
+        """The plain path: a full left-padded prefill, then a cache grown by concatenation
+        (``static_cache=False``, or a model whose attention takes no custom mask)."""
+        rows = _Rows(self, prompt_ids, config, stops)
         if config.max_new_tokens == 0:
-            return [Generation("", [], [], prompt_ids[i], "length") for i in range(n)]
+            return rows.generations()
         generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
 
         out, mask, positions = self._prefill(prompt_ids)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        self.counters["prefilled_tokens"] += sum(len(ids) for ids in prompt_ids)
+        cache, logits = _output_cache(out), out.logits[:, -1, :]
         next_position = positions[:, -1] + 1
-        active = list(range(n))  # original row of each row still in the batch
+        active = list(range(len(prompt_ids)))  # original row of each row still in the batch
         for _ in range(config.max_new_tokens):
             chosen, chosen_logprobs = _sample(logits, config, [generators[i] for i in active])
-            keep: list[int] = []
-            for j, (token, logprob) in enumerate(
-                zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
-            ):
-                row = active[j]
-                tokens[row].append(token)
-                logprobs[row].append(logprob)
-                if token in self.stop_token_ids or (
-                    stops and _find_stop(self._decode(tokens[row]), stops) >= 0
-                ):
-                    finish[row] = "stop"
-                elif len(tokens[row]) < config.max_new_tokens:
-                    keep.append(j)
+            keep = [
+                j
+                for j, (token, logprob) in enumerate(
+                    zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
+                )
+                if rows.add(active[j], token, logprob)
+            ]
             if not keep:
                 break
             if len(keep) < len(active):
@@ -329,25 +373,182 @@ class TransformersGenerator:
                 input_ids=chosen[:, None],
                 attention_mask=mask,
                 position_ids=next_position[:, None],
-                past_key_values=cache,
+                **self._with_cache(cache),
                 use_cache=True,
             )
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = _output_cache(out), out.logits[:, -1, :]
             next_position = next_position + 1
+        return rows.generations()
 
-        generations = []
-        for row in range(n):
-            body = tokens[row]
-            if body and body[-1] in self.stop_token_ids:
-                body = body[:-1]
-            text = self._decode(body)
-            cut = _find_stop(text, stops) if stops else -1
-            if cut >= 0:
-                text, finish[row] = text[:cut], "stop"
-            generations.append(
-                Generation(text, tokens[row], logprobs[row], prompt_ids[row], finish[row])
+    def _generate_columns(
+        self,
+        prompt_ids: list[list[int]],
+        config: GenerationConfig,
+        seeds: Sequence[int],
+        stops: tuple[str, ...],
+        pool: PrefixPool | None,
+        kept: list[CachedPrefix],
+    ) -> list[Generation]:
+        """Generation on a preallocated column cache, reusing pooled prompt prefixes.
+
+        Layout (see kv_reuse.py): reused prefixes end at column P (left-padded), the
+        new prompt tokens end at column P + W (left-padded within W), generated tokens
+        follow, one column per step for all live rows. Appends this batch's prefixes
+        to ``kept`` for the next call.
+        """
+        rows = _Rows(self, prompt_ids, config, stops)
+        if config.max_new_tokens == 0:
+            return rows.generations()
+        n = len(prompt_ids)
+        device = self.device
+        generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
+        arrays = [np.asarray(ids, dtype=np.int64) for ids in prompt_ids]
+        matches = [pool.match(ids) if pool is not None else (None, 0) for ids in arrays]
+        matches = self._share_common_prefix(arrays, matches)
+        reused = [length for _, length in matches]
+        fresh = [ids[r:] for ids, r in zip(prompt_ids, reused, strict=True)]
+        prefix, window = max(reused), max(len(f) for f in fresh)
+        self.counters["prefilled_tokens"] += sum(len(f) for f in fresh)
+        prompt_end = prefix + window
+        cache = ColumnCache(self.model, n, prompt_end + config.max_new_tokens - 1)
+        valid = torch.zeros((n, cache.width), dtype=torch.bool, device=device)
+        positions = torch.zeros((n, cache.width), dtype=torch.long, device=device)
+        input_ids = torch.full((n, window), self.pad_token_id, dtype=torch.long, device=device)
+        for i, (r, new) in enumerate(zip(reused, fresh, strict=True)):
+            valid[i, prefix - r : prefix] = True
+            positions[i, prefix - r : prefix] = torch.arange(r, device=device)
+            valid[i, prompt_end - len(new) : prompt_end] = True
+            positions[i, prompt_end - len(new) : prompt_end] = torch.arange(
+                r, r + len(new), device=device
             )
-        return generations
+            input_ids[i, window - len(new) :] = torch.tensor(new, dtype=torch.long)
+        self._gather_prefixes(cache, matches, prefix)
+
+        # Prefill the new tokens: each sees its row's valid columns up to itself.
+        columns = torch.arange(prompt_end, device=device)
+        query_columns = columns[prefix:]
+        allowed = valid[:, None, :prompt_end] & (columns[None, :] <= query_columns[:, None])
+        cache.column = prefix
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=model_attention_mask(
+                self.model, allowed, positions[:, prefix:prompt_end], positions[:, :prompt_end]
+            ),
+            position_ids=positions[:, prefix:prompt_end],
+            **self._with_cache(cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1, :]
+        next_position = positions[:, prompt_end - 1] + 1
+        slot_row = list(range(n))  # original row in each slot; the first cache.live are live
+        column = prompt_end
+        for _ in range(config.max_new_tokens):
+            live_generators = [generators[i] for i in slot_row[: cache.live]]
+            chosen, chosen_logprobs = _sample(logits, config, live_generators)
+            done = [
+                j
+                for j, (token, logprob) in enumerate(
+                    zip(chosen.tolist(), chosen_logprobs.tolist(), strict=True)
+                )
+                if not rows.add(slot_row[j], token, logprob)
+            ]
+            # Finished rows move behind the live block (two rows copied each), in
+            # descending order so a later swap never picks a row already moved.
+            for j in sorted(done, reverse=True):
+                last = cache.live - 1
+                if j != last:
+                    cache.swap(j, last)
+                    for tensor in (valid, positions, next_position, chosen):
+                        tensor[[j, last]] = tensor[[last, j]]
+                    slot_row[j], slot_row[last] = slot_row[last], slot_row[j]
+                cache.live = last
+            live = cache.live
+            if live == 0:
+                break
+            valid[:live, column] = True
+            positions[:live, column] = next_position[:live]
+            cache.column = column
+            out = self.model(
+                input_ids=chosen[:live, None],
+                attention_mask=model_attention_mask(
+                    self.model,
+                    valid[:live, None, : column + 1],
+                    positions[:live, column : column + 1],
+                    positions[:live, : column + 1],
+                ),
+                position_ids=next_position[:live, None],
+                **self._with_cache(cache),
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :]
+            next_position[:live] += 1
+            column += 1
+
+        if pool is not None:
+            for slot, row in enumerate(slot_row):
+                fed = prompt_ids[row] + rows.tokens[row][:-1]
+                kept.append(
+                    CachedPrefix(
+                        np.asarray(fed, dtype=np.int64),
+                        cache,
+                        slot,
+                        valid[slot].nonzero().squeeze(1),
+                    )  # fmt: skip
+                )
+        return rows.generations()
+
+    def _share_common_prefix(
+        self, arrays: list[np.ndarray], matches: list[tuple[CachedPrefix | None, int]]
+    ) -> list[tuple[CachedPrefix | None, int]]:
+        """Prefill the prefix common to every prompt once (the task text shared by the
+        episodes of a batch), for the rows that found no longer one in the pool."""
+        if len(arrays) < 2:
+            return matches
+        shared = min(len(ids) for ids in arrays) - 1
+        for ids in arrays[1:]:
+            shared = min(shared, common_prefix(arrays[0], ids))
+        needing = [i for i, (_, length) in enumerate(matches) if length < shared]
+        if shared < 1 or len(needing) < 2:
+            return matches
+        cache = ColumnCache(self.model, 1, shared)
+        self.counters["prefilled_tokens"] += shared
+        ids = torch.tensor(arrays[0][None, :shared], device=self.device)
+        positions = torch.arange(shared, device=self.device)[None, :]
+        allowed = (positions[0, None, :] <= positions[0, :, None])[None]
+        self.model(
+            input_ids=ids,
+            attention_mask=model_attention_mask(self.model, allowed, positions, positions),
+            position_ids=positions,
+            **self._with_cache(cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        entry = CachedPrefix(arrays[0][:shared], cache, 0, positions[0])
+        return [(entry, shared) if i in needing else match for i, match in enumerate(matches)]
+
+    @staticmethod
+    def _gather_prefixes(
+        cache: ColumnCache, matches: list[tuple[CachedPrefix | None, int]], prefix: int
+    ) -> None:
+        """Copy each row's matched prefix into its columns ending at ``prefix``."""
+        groups: dict[int, list[int]] = {}
+        for i, (entry, length) in enumerate(matches):
+            if entry is not None and length > 0:
+                groups.setdefault(id(entry.cache), []).append(i)
+        for members in groups.values():
+            source = _entry(matches[members[0]]).cache
+            columns = []
+            for i in members:
+                entry, length = _entry(matches[i]), matches[i][1]
+                held = entry.columns[:length]
+                # Left padding repeats the first column: finite values that stay masked.
+                pad = held[:1].expand(prefix - length)
+                columns.append(torch.cat([pad, held]))
+            device = source.layers[0].keys.device
+            slots = torch.tensor([_entry(matches[i]).slot for i in members], device=device)
+            rows = torch.tensor(members, device=device)
+            cache.gather_into(rows, prefix, source, slots, torch.stack(columns))
 
     # ------------------------------------------------------------------ score
 
@@ -558,3 +759,58 @@ def _sample(
     chosen_logprobs = logprobs.gather(1, index).squeeze(1)
     chosen = index.squeeze(1) if order is None else order.gather(1, index).squeeze(1)
     return chosen, chosen_logprobs
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _entry(match: tuple[CachedPrefix | None, int]) -> CachedPrefix:
+    entry = match[0]
+    if entry is None:
+        raise AssertionError("a row without a matched prefix has nothing to gather")
+    return entry
+
+
+class _Rows:
+    """What each row of a batch has generated so far, and why it stopped."""
+
+    def __init__(
+        self,
+        backend: TransformersGenerator,
+        prompt_ids: list[list[int]],
+        config: GenerationConfig,
+        stops: tuple[str, ...],
+    ) -> None:
+        self.backend, self.prompt_ids, self.stops = backend, prompt_ids, stops
+        self.max_new_tokens = config.max_new_tokens
+        self.tokens: list[list[int]] = [[] for _ in prompt_ids]
+        self.logprobs: list[list[float]] = [[] for _ in prompt_ids]
+        self.finish = ["length"] * len(prompt_ids)
+
+    def add(self, row: int, token: int, logprob: float) -> bool:
+        """Record a sampled token; True while the row goes on."""
+        self.tokens[row].append(token)
+        self.logprobs[row].append(logprob)
+        if token in self.backend.stop_token_ids or (
+            self.stops and _find_stop(self.backend._decode(self.tokens[row]), self.stops) >= 0
+        ):
+            self.finish[row] = "stop"
+            return False
+        return len(self.tokens[row]) < self.max_new_tokens
+
+    def generations(self) -> list[Generation]:
+        generations = []
+        for row, prompt in enumerate(self.prompt_ids):
+            body = self.tokens[row]
+            if body and body[-1] in self.backend.stop_token_ids:
+                body = body[:-1]
+            text = self.backend._decode(body)
+            cut = _find_stop(text, self.stops) if self.stops else -1
+            if cut >= 0:
+                text, self.finish[row] = text[:cut], "stop"
+            generations.append(
+                Generation(text, self.tokens[row], self.logprobs[row], prompt, self.finish[row])
+            )
+        return generations
