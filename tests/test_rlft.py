@@ -501,9 +501,9 @@ def test_lora_reference_is_the_base_model_and_only_adapters_train(tmp_path: Path
     prompts = [s.prompt_ids for s in batch.samples[:6]]
     completions = [s.completion_ids for s in batch.samples[:6]]
     with torch.no_grad():
-        reference = trainer.reference_logprobs(prompts, completions)
-        expected = base.sequence_logprobs(prompts, completions)
-        policy = trainer.policy.sequence_logprobs(prompts, completions)
+        reference = trainer.reference_logprobs(batch, range(6))  # packed, as in training
+        expected = base.packed_logprobs(prompts, completions).logprobs
+        policy = trainer.policy.packed_logprobs(prompts, completions).logprobs
     for ref, exp in zip(reference, expected, strict=True):
         assert torch.equal(ref, exp)
     assert max(float((p - e).abs().max()) for p, e in zip(policy, expected, strict=True)) > 1e-4

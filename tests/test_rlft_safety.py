@@ -14,6 +14,7 @@ import torch
 from fixed_bandits import learning_threads
 
 from agentbench.errors import ConfigError
+from agentbench.models.packing import PackedLogprobs
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import (
     ExpertIteration,
@@ -122,7 +123,7 @@ def _ppo_config(output_dir: Path, **changes: Any) -> PPOConfig:
         num_envs=4,
         episodes_per_update=4,
         total_updates=2,
-        num_minibatches=2,  # 12 steps: minibatches of 6 rows = micro-batches of 4 + 2
+        num_minibatches=2,  # 4 episodes of 3 steps: minibatches of 2 episodes, 6 steps
         micro_batch_size=4,
         update_epochs=2,  # 4 optimizer steps per update, 2 loss calls each
         cot=False,
@@ -146,25 +147,32 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_ppo_skips_a_nan_loss_step_and_the_weights_stay_unchanged_by_it(tmp_path, monkeypatch):
-    trainer = PPOTrainer(_ppo_config(tmp_path), tiny_generator(seed=0))
+@pytest.mark.parametrize("packed", [False, True], ids=["per-row", "packed"])
+def test_ppo_skips_a_nan_loss_step_and_the_weights_stay_unchanged_by_it(
+    tmp_path, monkeypatch, packed
+):
+    # per-row: 2 loss calls per optimizer step (micro-batches of 4 + 2 steps); packed: a
+    # minibatch of 2 episodes of 3 steps is one forward pass (two tries)
+    per_step = 1 if packed else 2
+    trainer = PPOTrainer(_ppo_config(tmp_path, packed=packed), tiny_generator(seed=0))
     calls, seen = [0], {}
 
     def losses(*args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         calls[0] += 1
         token_losses, stats = ppo_token_losses(*args)
         seen[calls[0]] = _parameters(trainer.model)
-        if calls[0] == 3:  # the first micro-batch of update 1's second optimizer step
+        if calls[0] == per_step + 1:  # the first micro-batch of update 1's second step
             token_losses = token_losses * math.nan
         return token_losses, stats
 
     monkeypatch.setattr(ppo, "ppo_token_losses", losses)
     with pytest.warns(RuntimeWarning, match="ppo update 1, optimizer step 2: non-finite"):
         records = trainer.train()
-    assert calls[0] == 16
+    assert calls[0] == 8 * per_step
     assert [r["skipped_steps"] for r in records] == [1, 0]
-    assert _same(seen[3], seen[5])  # the skipped step left the weights as they were ...
-    assert not _same(seen[5], seen[7])  # ... while the next one moved them
+    step2, step3, step4 = (1 + per_step * k for k in (1, 2, 3))  # first calls of those steps
+    assert _same(seen[step2], seen[step3])  # the skipped step left the weights as they were
+    assert not _same(seen[step3], seen[step4])  # ... while the next one moved them
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert all(torch.isfinite(v).all() for v in trainer.optimizer.state_dict()["state"][0].values())
 
@@ -199,16 +207,24 @@ def _pairs(n: int) -> tuple[list[list[int]], list[list[int]]]:
 
 
 def _poisoned(generator: Any, poison: Any) -> list[list[torch.Tensor]]:
-    """Make the ``poison(call)`` calls of ``sequence_logprobs`` NaN; returns the weights
-    seen at every call."""
-    original, seen = generator.sequence_logprobs, []
+    """Make the ``poison(call)`` calls of ``sequence_logprobs`` / ``packed_logprobs`` (the
+    per-row and packed forward passes) NaN; returns the weights seen at every call."""
+    per_row, packed, seen = generator.sequence_logprobs, generator.packed_logprobs, []
 
     def sequence_logprobs(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
         seen.append(_parameters(generator.model))
-        result = original(*args, **kwargs)
+        result = per_row(*args, **kwargs)
         return [r * math.nan for r in result] if poison(len(seen)) else result
 
+    def packed_logprobs(*args: Any, **kwargs: Any) -> PackedLogprobs:
+        seen.append(_parameters(generator.model))
+        result = packed(*args, **kwargs)
+        if poison(len(seen)):
+            result.logprobs = [r * math.nan for r in result.logprobs]
+        return result
+
     generator.sequence_logprobs = sequence_logprobs
+    generator.packed_logprobs = packed_logprobs
     return seen
 
 

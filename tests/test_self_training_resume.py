@@ -81,15 +81,20 @@ SFT = SFTConfig(learning_rate=1e-3, lr_min=1e-4, warmup_steps=1, batch_size=4,
 
 
 def _killed_at_call(generator: Any, call: int) -> None:
-    original, calls = generator.sequence_logprobs, [0]
+    """Kill the run at the ``call``-th forward pass (per-row or packed)."""
+    calls = [0]
 
-    def sequence_logprobs(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
-        calls[0] += 1
-        if calls[0] == call:
-            raise Killed
-        return original(*args, **kwargs)
+    def killing(original: Any) -> Any:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == call:
+                raise Killed
+            return original(*args, **kwargs)
 
-    generator.sequence_logprobs = sequence_logprobs
+        return forward
+
+    generator.sequence_logprobs = killing(generator.sequence_logprobs)
+    generator.packed_logprobs = killing(generator.packed_logprobs)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora-dropout"])

@@ -32,6 +32,7 @@ OPTIMIZERS = ("adamw", "adafactor")
 ADVANTAGES = ("mc", "gae")
 REWARDS = ("dense", "sparse")
 REWARD_NORMALISATIONS = ("scale", "batch_std")
+COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # agentbench.rlft.precision
 ALL_HISTORY = "all"  # TOML spelling of history_length = None (the whole episode)
 
 
@@ -61,7 +62,15 @@ class PPOConfig:
     weight_decay: float = 0.0  # decoupled weight decay (AdamW) / Adafactor's weight_decay
     max_grad_norm: float = 1.0  # global gradient-norm clip (paper: 1.0)
     num_minibatches: int = 6  # optimizer steps per epoch (paper: batch 128 of 800 steps ~ 6)
-    micro_batch_size: int = 16  # sequences per forward pass; gradients accumulate over them
+    micro_batch_size: int = 16  # per-row path (packed = false): steps per forward pass;
+    # gradients accumulate over the forward passes of a minibatch
+    packed: bool = True  # minibatches of whole episodes, each episode's steps forwarded as one
+    # trie (agentbench.models.packing): the shared history once, not once per step; false:
+    # one row per step, minibatches of steps drawn across episodes (the reference path)
+    max_packed_tokens: int = 4096  # packed path: the longest trie (a longer episode is cut into
+    # consecutive chunks, each repeating the trunk it needs) and the padded tokens per pass
+    compute_dtype: str = "float32"  # forward arithmetic: "float32", "bfloat16" (autocast over
+    # float32 weights and optimizer state, agentbench.rlft.precision) or "auto" (bf16 where fast)
     update_epochs: int = 1  # passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)
     clip_eps: float = 0.2  # PPO ratio clip epsilon (paper: 0.2)
     kl_beta: float = 0.05  # weight of the per-token KL(pi_theta || pi_ref), k3 estimate (paper)
@@ -107,12 +116,14 @@ class PPOConfig:
         _choice("advantage", self.advantage, ADVANTAGES)
         _choice("reward", self.reward, REWARDS)
         _choice("reward_normalisation", self.reward_normalisation, REWARD_NORMALISATIONS)
+        _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         for name in (
             "num_envs",
             "episodes_per_update",
             "total_updates",
             "num_minibatches",
             "micro_batch_size",
+            "max_packed_tokens",
             "update_epochs",
             "lora_r",
             "lora_alpha",

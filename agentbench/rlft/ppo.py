@@ -58,6 +58,7 @@ from agentbench.agent.interface import Decision
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.metrics import summarize
+from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.records import Episode, EpisodeWriter, Step
 from agentbench.rlft import checkpoint as ckpt
@@ -65,6 +66,7 @@ from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_g
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
+from agentbench.rlft.precision import compute_precision, resolve_compute_dtype
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -333,6 +335,7 @@ class PPOTrainer:
         if self.value_head is not None:
             self.params += list(self.value_head.parameters())
         self.optimizer = self._make_optimizer()
+        self.compute_dtype = resolve_compute_dtype(config.compute_dtype, self.policy.device)
         total_steps = config.total_updates * config.update_epochs * config.num_minibatches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -416,7 +419,7 @@ class PPOTrainer:
             started = time.perf_counter()
             batch = self.collect(self.update)  # 1. collect
             self.step_rewards(batch)  # 2. rewards
-            orders = [self.rng.permutation(len(batch.samples)) for _ in range(config.update_epochs)]
+            orders = [self.epoch_order(batch) for _ in range(config.update_epochs)]
             self.update_value_statistics(batch)
             self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
             self.compute_advantages(batch)  # 4. advantages
@@ -477,12 +480,16 @@ class PPOTrainer:
             if (episode.seed, 1) in recorded
             for step in episode.steps
         ]
-        shares = self.parallel.gather_json(len(samples))  # each process's steps
+        # each process's minibatch units: its episodes (packed) or its steps
+        unit = "episodes" if config.packed else "steps"
+        units = len({s.episode for s in samples}) if config.packed else len(samples)
+        shares = self.parallel.gather_json(units)
         if min(shares) < config.num_minibatches:
             per_process = " per process" if self.parallel.active else ""
             raise ConfigError(
-                f"a rollout of {int(min(shares))} steps{per_process} cannot fill num_minibatches="
-                f"{config.num_minibatches}; play more episodes per update or use fewer minibatches"
+                f"a rollout of {int(min(shares))} {unit}{per_process} cannot fill "
+                f"num_minibatches={config.num_minibatches}; play more episodes per update or "
+                "use fewer minibatches"
             )
         return RolloutBatch(episodes, samples)
 
@@ -517,43 +524,76 @@ class PPOTrainer:
         """Log-probs of the sampled tokens under the current policy (the "old" policy of
         this update) and the reference, and V(s) for GAE, without gradients.
 
-        Computed in the micro-batches of the first training pass: the same rows padded
-        the same way give bit-identical log-probs, so the first ratio is exactly 1.
+        Computed in the micro-batches of the first training pass: the same rows packed
+        or padded the same way give bit-identical log-probs, so the first ratio is
+        exactly 1.
         """
         n = len(batch.samples)
         old: list[torch.Tensor | None] = [None] * n
         ref: list[torch.Tensor | None] = [None] * n
         values = np.zeros(n)
         self.model.eval()
-        for micro in self._micro_batches(first_order):
-            prompts, completions = self._rows(batch, micro)
+        for micro, groups in self._micro_batches(batch, first_order):
             with torch.no_grad(), self._hidden(self.value_head is not None) as hidden:
-                logprobs = self.policy.sequence_logprobs(prompts, completions)
+                logprobs = self.logprobs(self.policy, batch, micro, groups)
                 if self.value_head is not None:
-                    lengths = [len(c) for c in completions]
-                    micro_values = self.value_head.values(last_prompt_hidden(hidden[-1], lengths))
-                    values[micro] = micro_values.cpu().numpy()
+                    features = self._value_features(batch, micro, logprobs, hidden[-1])
+                    values[micro] = self.value_head.values(features).cpu().numpy()
             with torch.no_grad():
-                reference = self.reference_logprobs(prompts, completions)
+                reference = self.reference_logprobs(batch, micro, groups)
             for j, i in enumerate(micro):
-                old[i], ref[i] = logprobs[j].detach(), reference[j].detach()
+                old[i], ref[i] = logprobs.logprobs[j].detach(), reference[j].detach()
         batch.old_logprobs = [t for t in old if t is not None]
         batch.ref_logprobs = [t for t in ref if t is not None]
         batch.values = values
 
     def reference_logprobs(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+        self, batch: RolloutBatch, micro: Sequence[int], groups: Sequence[int] | None = None
     ) -> list[torch.Tensor]:
         """Log-probs under pi_ref: the policy with adapters disabled (LoRA) or the frozen copy."""
         if self.reference is not None:
-            return self.reference.sequence_logprobs(prompts, completions)
+            return self.logprobs(self.reference, batch, micro, groups).logprobs
         training = self.model.training
         self.model.eval()
         try:
             with self.model.disable_adapter():
-                return self.policy.sequence_logprobs(prompts, completions)
+                return self.logprobs(self.policy, batch, micro, groups).logprobs
         finally:
             self.model.train(training)
+
+    def logprobs(
+        self,
+        generator: TransformersGenerator,
+        batch: RolloutBatch,
+        micro: Sequence[int],
+        groups: Sequence[int] | None = None,
+    ) -> PackedLogprobs:
+        """Log-probs of the generated tokens of the steps ``micro``, in one forward pass:
+        packed (``groups``: the trie of each row, from :meth:`_micro_batches`) or one
+        row per step (``packed = false``), in the configured ``compute_dtype``."""
+        prompts, completions = self._rows(batch, micro)
+        with compute_precision(generator.model, self.compute_dtype):
+            if not self.config.packed:
+                rows = generator.sequence_logprobs(prompts, completions)
+                return PackedLogprobs(rows, torch.zeros(0, dtype=torch.long))
+            return generator.packed_logprobs(
+                prompts,
+                completions,
+                groups=groups,
+                max_packed_tokens=self.config.max_packed_tokens,
+            )
+
+    def _value_features(
+        self,
+        batch: RolloutBatch,
+        micro: Sequence[int],
+        logprobs: PackedLogprobs,
+        hidden: torch.Tensor,
+    ) -> torch.Tensor:
+        """The last prompt token's hidden state of each step (the value head's input)."""
+        if self.config.packed:
+            return hidden[logprobs.last_prompt_index]
+        return last_prompt_hidden(hidden, [len(batch.samples[i].completion_ids) for i in micro])
 
     # 4. advantages ------------------------------------------------------------------
 
@@ -590,22 +630,22 @@ class PPOTrainer:
         if self.value_head is not None:
             self.value_head.train()
         for epoch, order in enumerate(orders):
-            for number, minibatch in enumerate(self._minibatches(order)):
+            for number, minibatch in enumerate(self._minibatches(batch, order)):
                 # Token and row counts over all processes: the loss is the global mean.
                 n_tokens, n_rows = self.parallel.sum(
                     [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
                 )
                 step_advantages = self._minibatch_advantages(batch, minibatch)
                 losses_finite = True
-                for micro in _chunks(minibatch, config.micro_batch_size):
-                    prompts, completions = self._rows(batch, micro)
-                    lengths = [len(c) for c in completions]
+                for micro, groups in self._micro_batches_of(batch, minibatch):
+                    lengths = [len(batch.samples[i].completion_ids) for i in micro]
                     seed = int(torch.randint(0, 2**62, (), generator=self.dropout_rng))
                     with (
                         forked_torch_rng(seed),
                         self._hidden(self.value_head is not None) as hidden,
                     ):
-                        new = torch.cat(self.policy.sequence_logprobs(prompts, completions))
+                        packed = self.logprobs(self.policy, batch, micro, groups)
+                        new = torch.cat(packed.logprobs)
                     old = torch.cat([batch.old_logprobs[i] for i in micro])
                     ref = torch.cat([batch.ref_logprobs[i] for i in micro])
                     advantages = torch.tensor(
@@ -619,7 +659,9 @@ class PPOTrainer:
                     loss = token_losses.sum() / n_tokens
                     if self.value_head is not None:
                         features = hidden[-1].detach() if config.value_detach else hidden[-1]
-                        predicted = self.value_head(last_prompt_hidden(features, lengths))
+                        predicted = self.value_head(
+                            self._value_features(batch, micro, packed, features)
+                        )
                         targets = self.value_head.normalise(
                             torch.tensor(
                                 batch.returns[micro], dtype=torch.float32, device=predicted.device
@@ -689,16 +731,54 @@ class PPOTrainer:
             values = (values - mean) / (std + 1e-8)
         return dict(zip(minibatch, values.tolist(), strict=True))
 
-    def _minibatches(self, order: np.ndarray) -> list[list[int]]:
-        """One epoch's order split into ``num_minibatches`` near-equal minibatches."""
-        return [
-            [int(i) for i in part] for part in np.array_split(order, self.config.num_minibatches)
-        ]
+    def epoch_order(self, batch: RolloutBatch) -> np.ndarray:
+        """One epoch's shuffled order of this process's minibatch units: its episodes
+        (``packed``: minibatches hold whole episodes) or its steps."""
+        if self.config.packed:
+            return self.rng.permutation(len(self._episode_steps(batch)))
+        return self.rng.permutation(len(batch.samples))
 
-    def _micro_batches(self, order: np.ndarray) -> Iterator[list[int]]:
-        """The micro-batches of one pass: each minibatch cut into micro_batch_size rows."""
-        for minibatch in self._minibatches(order):
-            yield from _chunks(minibatch, self.config.micro_batch_size)
+    @staticmethod
+    def _episode_steps(batch: RolloutBatch) -> list[list[int]]:
+        """The sample indices of each episode this process played, in step order."""
+        steps: dict[int, list[int]] = {}
+        for i, sample in enumerate(batch.samples):  # sorted by (episode, t)
+            steps.setdefault(sample.episode, []).append(i)
+        return list(steps.values())
+
+    def _minibatches(self, batch: RolloutBatch, order: np.ndarray) -> list[list[int]]:
+        """One epoch's order split into ``num_minibatches`` near-equal minibatches of
+        sample indices (whole episodes, in step order, when ``packed``)."""
+        parts = np.array_split(order, self.config.num_minibatches)
+        if not self.config.packed:
+            return [[int(i) for i in part] for part in parts]
+        episodes = self._episode_steps(batch)
+        return [[i for e in part for i in episodes[int(e)]] for part in parts]
+
+    def _micro_batches_of(
+        self, batch: RolloutBatch, minibatch: list[int]
+    ) -> list[tuple[list[int], list[int] | None]]:
+        """The forward passes of a minibatch: (sample indices, the trie of each) when
+        ``packed`` (:func:`plan_micro_batches`: one trie per episode or chunk of one,
+        sorted by length, up to ``max_packed_tokens`` padded tokens per pass), else
+        ``micro_batch_size`` rows each (no tries)."""
+        config = self.config
+        if not config.packed:
+            return [(micro, None) for micro in _chunks(minibatch, config.micro_batch_size)]
+        rows = [batch.samples[i].prompt_ids + batch.samples[i].completion_ids for i in minibatch]
+        groups = [batch.samples[i].episode for i in minibatch]
+        passes = []
+        for tries in plan_micro_batches(rows, groups, config.max_packed_tokens):
+            micro = [minibatch[r] for trie in tries for r in trie]
+            passes.append((micro, [k for k, trie in enumerate(tries) for _ in trie]))
+        return passes
+
+    def _micro_batches(
+        self, batch: RolloutBatch, order: np.ndarray
+    ) -> Iterator[tuple[list[int], list[int] | None]]:
+        """The forward passes of one epoch, minibatch after minibatch."""
+        for minibatch in self._minibatches(batch, order):
+            yield from self._micro_batches_of(batch, minibatch)
 
     @staticmethod
     def _rows(batch: RolloutBatch, micro: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:

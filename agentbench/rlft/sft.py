@@ -47,11 +47,13 @@ from agentbench.envs.protocol import format_reward
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
+from agentbench.models.packing import DEFAULT_MAX_PACKED_TOKENS
 from agentbench.records import Episode, Step
 from agentbench.rlft import checkpoint as ckpt
-from agentbench.rlft.config import NON_NEGATIVE, POSITIVE, check_float_settings
+from agentbench.rlft.config import COMPUTE_DTYPES, NON_NEGATIVE, POSITIVE, check_float_settings
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.ppo import forked_torch_rng, lr_factor
+from agentbench.rlft.precision import compute_precision, resolve_compute_dtype
 from agentbench.rollout import play
 
 MODES = ("behaviour", "thought")
@@ -183,6 +185,12 @@ class SFTConfig:
     micro_batch_size: int = 16  # examples per forward pass (gradient accumulation)
     max_grad_norm: float = 1.0  # gradient clipping, > 0
     max_examples: int | None = None  # use at most this many examples (a seeded random subset)
+    packed: bool = True  # a micro-batch's examples forwarded as tries, shared prompt prefixes
+    # once (agentbench.models.packing; examples of one episode sit together); false: one
+    # row per example (the reference path)
+    max_packed_tokens: int = DEFAULT_MAX_PACKED_TOKENS  # packed: the longest trie
+    compute_dtype: str = "float32"  # "float32", "bfloat16" (autocast over float32 weights and
+    # optimizer state) or "auto" (bf16 where fast); see agentbench.rlft.precision
     seed: int = 0  # shuffling, subset and dropout seed
     progress: bool = False  # print one line per epoch
 
@@ -192,11 +200,15 @@ class SFTConfig:
             raise ConfigError(
                 f"lr_min {self.lr_min} must not exceed learning_rate {self.learning_rate}"
             )
-        for name in ("epochs", "batch_size", "micro_batch_size"):
+        for name in ("epochs", "batch_size", "micro_batch_size", "max_packed_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(
+                f"compute_dtype {self.compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}"
+            )
         if self.max_examples is not None and self.max_examples < 1:
             raise ConfigError(f"max_examples must be >= 1 or None, got {self.max_examples}")
 
@@ -304,6 +316,7 @@ def train_on_targets(
         ),
     )
     dropout_seeds = rng.integers(0, 2**62, size=total * max(1, config.batch_size))
+    compute_dtype = resolve_compute_dtype(config.compute_dtype, next(model.parameters()).device)
     records: list[dict[str, Any]] = []
     step, done = 0, 0  # optimizer steps and epochs completed
     run = None if output_dir is None else _SFTRun(Path(output_dir), config, prompts, targets)
@@ -321,13 +334,21 @@ def train_on_targets(
             epoch_steps, skipped = 0, 0
             for first in range(0, len(order), config.batch_size):
                 batch = [chosen[int(i)] for i in order[first : first + config.batch_size]]
+                if config.packed:  # neighbours (an episode's steps) share a trie
+                    batch.sort()
                 n_tokens = sum(len(targets[i]) for i in batch)
                 losses_finite = True
                 for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
                     micro = batch[micro_start : micro_start + config.micro_batch_size]
-                    with forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])):
-                        logprobs = generator.sequence_logprobs(
-                            [prompts[i] for i in micro], [targets[i] for i in micro]
+                    with (
+                        forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])),
+                        compute_precision(model, compute_dtype),
+                    ):
+                        logprobs = target_logprobs(
+                            generator,
+                            [prompts[i] for i in micro],
+                            [targets[i] for i in micro],
+                            config,
                         )
                     nll = -torch.cat(logprobs).sum()
                     (nll / n_tokens).backward()
@@ -366,6 +387,21 @@ def train_on_targets(
     finally:
         model.eval()
     return records
+
+
+def target_logprobs(
+    generator: Any,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    config: SFTConfig,
+) -> list[torch.Tensor]:
+    """Log-probs of each target after its prompt in one forward pass: packed
+    (``generator.packed_logprobs``) or one row per example (``sequence_logprobs``)."""
+    if config.packed:
+        return generator.packed_logprobs(
+            prompts, targets, max_packed_tokens=config.max_packed_tokens
+        ).logprobs
+    return generator.sequence_logprobs(prompts, targets)
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""The arithmetic precision of training forward passes (``compute_dtype``).
+
+Choice: **bf16 autocast over float32 master weights.** The weights, their
+gradients and the optimizer state stay float32 (a bf16 weight has 8 bits of
+mantissa: an update smaller than 1/256 of the weight is rounded away, which is why
+``PPOConfig.dtype`` defaults to float32); inside the forward pass
+``torch.autocast`` runs the matrix multiplications in bf16, and the backward pass
+follows the same casts. The log-softmax over the vocabulary and the losses are
+computed in float32 (the backends call ``.float()`` on the logits).
+
+``"auto"`` picks bf16 where it is fast: CUDA devices that support it, and CPUs
+whose kernels run bf16 matmuls natively (AVX-512-BF16 or AMX, with torch's
+AVX-512 kernels active); float32 elsewhere (an AVX2 CPU emulates bf16, slower
+than float32). The learning tests run in float32: they must pass identically
+under different CPU kernels, and bf16 rounding makes the runs diverge sooner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentbench.errors import ConfigError
+from agentbench.rlft.config import COMPUTE_DTYPES
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively on ``device`` (see the module docstring)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    capability = torch.backends.cpu.get_cpu_capability()
+    native = {"avx512_bf16", "amx_bf16"} & _cpu_flags()
+    return capability.startswith("AVX512") and bool(native)
+
+
+def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype of forward-pass arithmetic for ``compute_dtype`` ``name`` on ``device``."""
+    if name not in COMPUTE_DTYPES:
+        raise ConfigError(f"compute_dtype {name!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+    if name == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
+@contextmanager
+def compute_precision(model: Any, compute_dtype: torch.dtype) -> Iterator[None]:
+    """Run the forward passes inside the block in ``compute_dtype``: bf16 autocast when
+    the model's weights are float32 and bf16 is asked for; as they are otherwise."""
+    parameter = next(model.parameters())
+    if compute_dtype == torch.float32 or parameter.dtype != torch.float32:
+        yield
+        return
+    with torch.autocast(parameter.device.type, dtype=compute_dtype):
+        yield
