@@ -7,6 +7,10 @@ Naming scheme (stable; a changed behaviour bumps the version suffix):
 - ``agentbench/GaussianBandit-10arms-medium-button-v0``: family, arm count,
   noise level (low / medium / high), label variant (button / continuous).
 - ``agentbench/BernoulliBandit-5arms-low-continuous-v0``: the same for Bernoulli.
+  Every bandit id also exists as ``-v1``: the same bandit with counter-based
+  reward tapes (``bandits.py``), which the native vector env steps much faster;
+  the grid (``agentbench envs``) and the built-in suites stay on v0 until the
+  reference results are played again.
 - ``agentbench/ContextualBandit-20arms-v0``: semi-synthetic contextual bandit.
 - ``agentbench/TicTacToe-minimax-v0``: tic-tac-toe against an opponent
   (random, minimax, mcts, noisy-mcts).
@@ -20,6 +24,7 @@ settings as keyword arguments to ``gymnasium.make``.
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +34,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
+from agentbench.envs.bandits import TAPE_VERSIONS
 from agentbench.errors import ConfigError
 
 NAMESPACE = "agentbench"
@@ -46,7 +52,7 @@ class EnvPreset:
     family: str
     description: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    preset: bool = True  # False for the parametric ids that take kwargs
+    preset: bool = True  # in the benchmark grid; False: parametric ids, v1 bandit twins
 
 
 _PRESETS: dict[str, EnvPreset] = {}
@@ -176,35 +182,47 @@ def _unknown_kwarg_as_config_error(env_id: str) -> Iterator[None]:
 def _register_builtin() -> None:
     bandit = "agentbench.envs.bandits:MultiArmedBanditEnv"
     bandit_vec = "agentbench.envs.bandits:MultiArmedBanditVectorEnv"
-    for distribution, family in (("gaussian", "GaussianBandit"), ("bernoulli", "BernoulliBandit")):
-        register_env(
-            f"{NAMESPACE}/{family}-v0",
-            bandit,
-            vector_entry_point=bandit_vec,
-            family="mab",
-            description=f"{distribution} bandit; set n_arms, noise, labels, horizon as kwargs",
-            kwargs={"distribution": distribution},
-            preset=False,
-        )
-        for n_arms in BANDIT_ARMS:
-            for noise in NOISE_LEVELS:
-                for labels in LABEL_VARIANTS:
-                    register_env(
-                        f"{NAMESPACE}/{family}-{n_arms}arms-{noise}-{labels}-v0",
-                        bandit,
-                        vector_entry_point=bandit_vec,
-                        family="mab",
-                        description=(
-                            f"{distribution} bandit, {n_arms} arms, {noise} noise, "
-                            f"{labels} labels, horizon 50"
-                        ),
-                        kwargs={
-                            "distribution": distribution,
-                            "n_arms": n_arms,
-                            "noise": noise,
-                            "labels": labels,
-                        },
-                    )
+    for version in TAPE_VERSIONS:
+        # v1 (counter-based tapes, a fast vector env) is kept out of the grid until the
+        # reference results in results/ are played again on it.
+        in_grid = version == 0
+        tapes = "" if in_grid else ", v1 tapes"
+        for distribution, family in (
+            ("gaussian", "GaussianBandit"),
+            ("bernoulli", "BernoulliBandit"),
+        ):
+            register_env(
+                f"{NAMESPACE}/{family}-v{version}",
+                bandit,
+                vector_entry_point=bandit_vec,
+                family="mab",
+                description=(
+                    f"{distribution} bandit; set n_arms, noise, labels, horizon as kwargs{tapes}"
+                ),
+                kwargs={"distribution": distribution, "tape_version": version},
+                preset=False,
+            )
+            for n_arms, noise, labels in itertools.product(
+                BANDIT_ARMS, NOISE_LEVELS, LABEL_VARIANTS
+            ):
+                register_env(
+                    f"{NAMESPACE}/{family}-{n_arms}arms-{noise}-{labels}-v{version}",
+                    bandit,
+                    vector_entry_point=bandit_vec,
+                    family="mab",
+                    description=(
+                        f"{distribution} bandit, {n_arms} arms, {noise} noise, "
+                        f"{labels} labels, horizon 50{tapes}"
+                    ),
+                    kwargs={
+                        "distribution": distribution,
+                        "n_arms": n_arms,
+                        "noise": noise,
+                        "labels": labels,
+                        "tape_version": version,
+                    },
+                    preset=in_grid,
+                )
 
     contextual = "agentbench.envs.contextual:ContextualBanditEnv"
     register_env(
