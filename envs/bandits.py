@@ -266,6 +266,7 @@ class MultiArmedBanditEnv(gym.Env):
         self.action_space = spaces.Discrete(n_arms)
         self.observation_space = spaces.Discrete(horizon + 1)
         self._labels = self.spec_params.arm_labels
+        self._all_legal = np.ones(n_arms, dtype=np.int8)
         self._means = np.zeros(n_arms)
         self._tape = np.zeros((n_arms, horizon))
         self._pulls = np.zeros(n_arms, dtype=np.int64)
@@ -316,7 +317,7 @@ class MultiArmedBanditEnv(gym.Env):
             "optimal_expected_reward": optimal_expected,
             "regret": optimal_expected - expected,
             "step": self._steps,
-            INFO_LEGAL_ACTIONS: np.ones(self.spec_params.n_arms, dtype=np.int8),
+            INFO_LEGAL_ACTIONS: self._all_legal.copy(),
             INFO_ACTION_LABEL: self._labels[arm],
         }
         return self._steps, reward, terminated, False, info
