@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,10 @@ class Episode:
         return float(sum(step.reward for step in self.steps))
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["steps"] = [_compact_step(step) for step in data["steps"]]
+        # By hand rather than dataclasses.asdict, whose deep copy of every step was most
+        # of the cost of writing a record; the JSON is the same.
+        data = {name: getattr(self, name) for name in _EPISODE_FIELDS}
+        data["steps"] = [_compact_step(step) for step in self.steps]
         return json.dumps(data, default=_jsonable, separators=(",", ":"))
 
     @classmethod
@@ -77,19 +79,26 @@ class Episode:
         return cls(**data)
 
 
-_STEP_DEFAULTS = {
-    name: f.default for name, f in Step.__dataclass_fields__.items() if f.default is not MISSING
-}
+# (name, default) of every Step field in order; _NO_DEFAULT for the fields always written.
+_NO_DEFAULT = object()
+_STEP_DEFAULTS = tuple(
+    (name, _NO_DEFAULT if f.default is MISSING else f.default)
+    for name, f in Step.__dataclass_fields__.items()
+)
 
 
-def _compact_step(step: dict[str, Any]) -> dict[str, Any]:
-    """A step without the fields that hold their default (a full grid run is ~3x smaller)."""
+def _compact_step(step: Step) -> dict[str, Any]:
+    """A step without the fields that hold their default (a full grid run is ~3x smaller).
+
+    A value equal to the default but of another type (``reward=0`` for ``0.0``) is kept.
+    """
+    fields = step.__dict__
     return {
-        key: value
-        for key, value in step.items()
-        if key not in _STEP_DEFAULTS
-        or value != _STEP_DEFAULTS[key]
-        or type(value) is not type(_STEP_DEFAULTS[key])
+        name: fields[name]
+        for name, default in _STEP_DEFAULTS
+        if default is _NO_DEFAULT
+        or type(fields[name]) is not type(default)
+        or fields[name] != default
     }
 
 
@@ -101,8 +110,16 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to an episode record")
 
 
+_JSON_SCALARS = (int, float, str, bool, type(None))
+
+
 def to_jsonable(value: Any) -> Any:
     """Numpy scalars and arrays (possibly nested in lists/dicts) as plain JSON types."""
+    # What the JSON round trip below would return, without it, for the common cases.
+    if type(value) in _JSON_SCALARS:
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value.tolist()
     return json.loads(json.dumps(value, default=_jsonable))
 
 

@@ -1,10 +1,11 @@
 """Classic multi-armed bandit agents: UCB, Thompson sampling, epsilon-greedy, greedy, random.
 
-Every agent is stateless: at each decision it recomputes the per-arm pull
-counts and reward sums from ``turn.history`` (numpy ``bincount``, cheap for
-horizon 50) and draws randomness only from ``turn.rng``, the episode's own
-generator. So the same seed gives the same episode whatever the batch, and the
-analysers can replay any logged history through the same functions.
+Every agent decides from ``turn.history`` alone and draws randomness only from
+``turn.rng``, the episode's own generator. So the same seed gives the same
+episode whatever the batch, and the analysers can replay any logged history
+through the same functions. The per-arm pull counts and reward sums are kept
+up to date as a history grows (:class:`ArmStatistics`) rather than recounted
+at every step; the numbers are the same as :func:`arm_statistics`'.
 
 Ties are broken uniformly at random with ``turn.rng``. In particular "untried
 arms first" picks uniformly AMONG the untried arms rather than the lowest
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from agentbench.agent.interface import Decision, Turn
 from agentbench.envs.bandits import GAUSSIAN_NOISE_STD
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
+from agentbench.records import Step
 
 # The reference UCB constant: mean + sqrt(c ln t / n) with c = 2 is UCB1
 # (Auer, Cesa-Bianchi & Fischer, 2002), the formula of SPEC.md section 4.
@@ -47,10 +49,12 @@ def ucb_values(
     """
     counts = np.asarray(counts, dtype=np.float64)
     sums = np.asarray(sums, dtype=np.float64)
-    values = np.full(counts.shape, np.inf)
-    tried = counts > 0
     # ln t >= 0: once every arm is tried t >= n_arms >= 1; max() guards t = 0 calls.
     log_t = math.log(max(int(t), 1))
+    if counts.all():  # most steps: no masks needed
+        return sums / counts + np.sqrt(c * log_t / counts)
+    values = np.full(counts.shape, np.inf)
+    tried = counts > 0
     values[tried] = sums[tried] / counts[tried] + np.sqrt(c * log_t / counts[tried])
     return values
 
@@ -80,6 +84,66 @@ def _n_arms(turn: Turn) -> int:
     return len(turn.env.action_labels())
 
 
+@dataclass
+class _Counted:
+    """The counts of one history's first ``n`` steps, the last of which is ``last``."""
+
+    history: Sequence[Step]
+    n: int
+    last: Step | None
+    counts: np.ndarray
+    sums: np.ndarray
+
+
+class ArmStatistics:
+    """:func:`arm_statistics` of each turn's history, adding only the steps new since
+    the previous batch.
+
+    The runner appends one step per decision to each episode's history, so the
+    counts of the previous batch plus the new steps are the recount, to the bit
+    (the same additions in the same order as ``bincount``). A history that is not
+    the same sequence grown by appending (another object, fewer steps, another
+    step where the last counted one was) is counted afresh. Only the latest
+    batch's histories are held.
+    """
+
+    def __init__(self) -> None:
+        self._counted: dict[int, _Counted] = {}
+
+    def of_batch(self, turns: Sequence[Turn]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(counts, sums) of every turn's history, in order (copies: callers may write)."""
+        previous, self._counted = self._counted, {}
+        statistics = []
+        for turn in turns:
+            history = turn.history
+            counted = self._counted.get(id(history)) or previous.get(id(history))
+            n_arms = _n_arms(turn)
+            if not _extends(counted, history, n_arms):
+                counts, sums = arm_statistics(history, n_arms)
+                last = history[-1] if len(history) else None
+                # float64: bincount of an empty history gives integer sums
+                counted = _Counted(history, len(history), last, counts, sums.astype(np.float64))
+            elif counted.n < len(history):
+                for step in history[counted.n :]:
+                    counted.counts[step.action] += 1
+                    counted.sums[step.action] += step.reward
+                counted.n, counted.last = len(history), history[-1]
+            self._counted[id(history)] = counted
+            statistics.append((counted.counts.copy(), counted.sums.copy()))
+        return statistics
+
+
+def _extends(counted: _Counted | None, history: Sequence[Step], n_arms: int) -> bool:
+    """Whether ``history`` is the sequence ``counted`` counted, grown by appending only."""
+    return (
+        counted is not None
+        and counted.history is history
+        and len(counted.counts) == n_arms
+        and counted.n <= len(history)
+        and (counted.n == 0 or history[counted.n - 1] is counted.last)
+    )
+
+
 # -- agents ----------------------------------------------------------------------------
 _BANDIT_FAMILIES = frozenset({"mab", "cb"})  # context-free agents also run on the cb envs
 
@@ -96,6 +160,9 @@ class UCBAgent:
 
     c: float | UCBFormula = DEFAULT_UCB_C
     name: str = ""
+    _statistics: ArmStatistics = field(
+        default_factory=ArmStatistics, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not callable(self.c) and (not _is_number(self.c) or self.c < 0):
@@ -114,8 +181,7 @@ class UCBAgent:
 
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         decisions = []
-        for turn in turns:
-            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
             values = self.values(counts, sums, len(turn.history))
             decisions.append(Decision(argmax_random_tie(values, turn.rng)))
         return decisions
@@ -199,12 +265,14 @@ class ThompsonSamplingAgent:
 
     posterior: Posterior | None = None
     name: str = "thompson"
+    _statistics: ArmStatistics = field(
+        default_factory=ArmStatistics, init=False, repr=False, compare=False
+    )
 
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         decisions = []
-        for turn in turns:
+        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
             model = self.posterior or bandit_posterior(turn.env)
-            counts, sums = arm_statistics(turn.history, _n_arms(turn))
             draws = model.sample(counts, sums, turn.rng)
             decisions.append(Decision(argmax_random_tie(draws, turn.rng)))
         return decisions
@@ -224,6 +292,9 @@ class EpsilonGreedyAgent:
 
     epsilon: float = DEFAULT_EPSILON
     name: str = ""
+    _statistics: ArmStatistics = field(
+        default_factory=ArmStatistics, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not _is_number(self.epsilon) or not 0.0 <= self.epsilon <= 1.0:
@@ -234,13 +305,12 @@ class EpsilonGreedyAgent:
 
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         decisions = []
-        for turn in turns:
+        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
             # One uniform draw per step whatever epsilon is, so the stream stays aligned.
             if turn.rng.random() < self.epsilon:
                 legal = turn.env.legal_actions()
                 decisions.append(Decision(int(legal[turn.rng.integers(len(legal))])))
                 continue
-            counts, sums = arm_statistics(turn.history, _n_arms(turn))
             decisions.append(Decision(greedy_action(counts, sums, turn.rng)))
         return decisions
 
@@ -258,11 +328,13 @@ class GreedyAgent:
     """
 
     name: str = "greedy"
+    _statistics: ArmStatistics = field(
+        default_factory=ArmStatistics, init=False, repr=False, compare=False
+    )
 
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         decisions = []
-        for turn in turns:
-            counts, sums = arm_statistics(turn.history, _n_arms(turn))
+        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
             untried = np.flatnonzero(counts == 0)
             if len(untried):
                 decisions.append(Decision(int(untried[turn.rng.integers(len(untried))])))
