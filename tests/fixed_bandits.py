@@ -84,6 +84,13 @@ def learning_generator(word_tokens: tuple[str, ...] = LEARNING_WORD_TOKENS) -> A
     return tiny_generator(seed=seed, word_tokens=word_tokens)
 
 
+def learning_compute_dtype() -> str:
+    """The PPO learning tests' ``compute_dtype``: float32 (what their assertions were
+    measured in), unless ``AGENTBENCH_LEARNING_COMPUTE_DTYPE`` says otherwise, to see
+    how learning fares under bf16 autocast (README, "Training precision")."""
+    return os.environ.get("AGENTBENCH_LEARNING_COMPUTE_DTYPE", "float32")
+
+
 def report_figures(**figures: float) -> None:
     """Print a learning test's measured figures on one line, and append them to the
     JSONL file named by ``AGENTBENCH_LEARNING_FIGURES`` (scripts/check_learning_tests.sh

@@ -230,8 +230,8 @@ def _scores(trainer: ExpertIteration) -> dict[str, float]:
 def test_expert_iteration_learns_valid_answers_and_the_better_arm(tmp_path: Path):
     """Measured (32 held-out episodes of 5 steps, ~26 s on one thread), under the
     default kernels of an AVX-512 CPU / under AVX2: greedy invalid 1.00 -> 0.00 and
-    regret 1.43 -> 0.00 under both; sampled invalid 0.70 -> 0.04 / 0.03 and regret
-    1.44 -> 0.24 / 0.24 (random play: 1.5).
+    regret 1.43 -> 0.00 under both; sampled invalid 0.70 -> 0.04 / 0.02 and regret
+    1.44 -> 0.24 / 0.19 (random play: 1.5).
 
     ``ACTION=`` is one token here (:data:`fixed_bandits.LEARNING_WORD_TOKENS`): spelled
     in bytes, the format was learned at a kernel-dependent pace and what was left of

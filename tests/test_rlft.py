@@ -16,6 +16,7 @@ import torch
 from fixed_bandits import (
     adam_weak_start,
     fixed_arms_bandit,
+    learning_compute_dtype,
     learning_generator,
     learning_threads,
     registered,
@@ -272,6 +273,7 @@ def _learning_config(output_dir: Path, **changes: Any) -> PPOConfig:
         # Env rewards divided by their batch std (~0.3 here): the arm gap then weighs
         # about 2 against the -5 penalty instead of 0.6, and the arm is learned sooner.
         reward_normalisation="batch_std",
+        compute_dtype=learning_compute_dtype(),
     )
     values.update(changes)
     return PPOConfig(**values)

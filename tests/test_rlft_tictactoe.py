@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixed_bandits import adam_weak_start, learning_generator, learning_threads, report_figures
+from fixed_bandits import (
+    adam_weak_start,
+    learning_compute_dtype,
+    learning_generator,
+    learning_threads,
+    report_figures,
+)
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.rlft import PPOConfig
@@ -54,6 +60,7 @@ def _config(output_dir: Path, **changes: Any) -> PPOConfig:
         checkpoint_every=0,
         output_dir=str(output_dir),
         progress=False,
+        compute_dtype=learning_compute_dtype(),
     )
     values.update(changes)
     return PPOConfig(**values)
@@ -86,13 +93,14 @@ def _scores(trainer: PPOTrainer) -> dict[str, float]:
 @pytest.mark.learning
 def test_ppo_gae_raises_return_against_the_random_opponent(tmp_path: Path):
     """Measured (12 updates x 16 games, 128 held-out games, ~3 min on one thread), under
-    the default kernels of an AVX-512 CPU / under AVX2: sampled invalid 0.87 -> 0.47 /
-    0.48, greedy 0.99 -> 0.36 / 0.59; the shaped return PPO maximises (env return + -5
-    per invalid answer) sampled -17.8 -> -10.0 / -9.8, greedy -20.5 -> -7.8 / -12.0.
+    the default kernels of an AVX-512 CPU / under AVX2 (packed passes): sampled invalid
+    0.87 -> 0.53 / 0.52, greedy 0.99 -> 0.39 / 0.39; the shaped return PPO maximises
+    (env return + -5 per invalid answer) sampled -17.8 -> -11.0 / -10.9, greedy -20.5 ->
+    -8.6 / -8.6.
 
     The env return (win 1, draw 0, loss -1; random play 0.30, centre first then random
-    0.51) is reported but only guarded: sampled 0.28 -> 0.34 / 0.46, greedy 0.27 -> 0.17
-    / 0.47. Winning more than the random fallback does takes more updates than a test
+    0.51) is reported but only guarded: sampled 0.28 -> 0.21 / 0.26, greedy 0.27 -> 0.22
+    / 0.22. Winning more than the random fallback does takes more updates than a test
     can run, and which cells a half-trained greedy policy fixes on varies by kernel.
 
     The value head is what makes GAE work here: before value normalisation (a zero head

@@ -8,11 +8,14 @@ Every update of :meth:`PPOTrainer.train` reads top to bottom:
 2. **rewards**: per step, the normalised env reward + the invalid-answer penalty
    (+ the optional exploration bonus); dense (every step) or sparse (the episode's
    total at its last step). See :meth:`PPOTrainer.step_rewards`.
-3. **old log-probs**: recomputed with ``sequence_logprobs`` under no_grad, in the
-   same micro-batches as the first training pass, so the first ratio is exactly 1
-   (the generation-time log-probs can differ from a recomputation, by up to ~0.8 in
-   bf16). The reference log-probs (and the values, for GAE) come from the same
-   micro-batches.
+3. **old log-probs**: recomputed under no_grad, in the same forward passes as the
+   first training pass, so the first ratio is exactly 1 (the generation-time
+   log-probs can differ from a recomputation, by up to ~0.8 in bf16). The reference
+   log-probs (and the values, for GAE) come from the same passes. With ``packed``
+   (the default) minibatches hold whole episodes and each episode's steps are one
+   trie (:mod:`agentbench.models.packing`): the history they share is forwarded once
+   per pass instead of once per step; ``packed = false`` forwards one row per step
+   (``sequence_logprobs``), the reference path.
 4. **advantages**: Monte-Carlo returns-to-go minus the batch mean at the same step
    ("mc", bandits) or GAE over a value head ("gae", tic-tac-toe); one scalar per
    step, given to every generated token of that step.

@@ -16,7 +16,7 @@ rollout loop hands it. The numbers of the thought come from
 
 :func:`train_sft` minimises the cross-entropy of the target tokens (the prompt
 is masked: only completion log-probs enter the loss, via
-``TransformersGenerator.sequence_logprobs``) with AdamW and the PPO trainer's
+``TransformersGenerator.packed_logprobs``, or per row) with AdamW and the PPO trainer's
 warm-up + cosine schedule. Its loop, :func:`train_on_targets`, works on token ids
 and is also the training step of expert iteration and return-conditioned training.
 Given an ``output_dir`` it checkpoints after every epoch and resumes exactly
@@ -277,7 +277,7 @@ def train_on_targets(
     """The cross-entropy loop shared by SFT, expert iteration and return-conditioned
     training: fine-tune ``generator.model`` in place on (prompt ids, target ids) pairs.
 
-    Only the target tokens enter the loss (``sequence_logprobs`` scores the completion
+    Only the target tokens enter the loss (:func:`target_logprobs` scores the completion
     alone): the mean negative log-likelihood per target token of each batch, with AdamW,
     the PPO trainer's warm-up + cosine schedule and gradient clipping. One record per
     epoch (see :func:`train_sft`); ``name`` labels the progress lines.

@@ -120,8 +120,9 @@ def hidden_size_of(model: Any) -> int:
 def capture_last_hidden(model: Any) -> Iterator[list[torch.Tensor]]:
     """Collect the LM head's input of every forward pass run inside the block.
 
-    With ``logits_to_keep`` the backend feeds the head only the last positions, so
-    each captured tensor has shape (rows, kept positions, hidden).
+    With ``logits_to_keep`` the backend feeds the head only the positions it needs:
+    per row, the last ones, shape (rows, kept positions, hidden); packed, the flagged
+    ones, shape (kept positions, hidden), indexed by ``PackedLogprobs.last_prompt_index``.
     """
     captured: list[torch.Tensor] = []
 
