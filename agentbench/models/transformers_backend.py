@@ -45,6 +45,11 @@ from agentbench.errors import ConfigError
 from agentbench.models.attention import MASKABLE, model_attention_mask
 from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.models.kv_reuse import CachedPrefix, ColumnCache, PrefixPool, common_prefix
+from agentbench.models.packing import (
+    DEFAULT_MAX_PACKED_TOKENS,
+    PackedLogprobs,
+    packed_logprobs,
+)
 
 # End-of-turn markers of common chat formats (ChatML, Llama 3, Gemma, Phi-3, GPT-2
 # style). A model's own eos id is always used too; these catch templates whose
@@ -574,9 +579,10 @@ class TransformersGenerator:
     ) -> list[list[float]]:
         """Summed log-probs of each candidate as the start of the assistant's reply.
 
-        The prompt is run once and its KV cache copied to each of its candidates, so a
-        prompt with K candidates costs one prompt pass plus K short passes, batched.
-        Designed for short candidates (``ACTION=label``). An empty candidate scores 0.
+        A prompt and its candidates are packed as one sequence, the candidates as
+        branches of the prompt (:mod:`agentbench.models.packing`): a prompt with K
+        candidates costs one pass over the prompt plus its K candidates' tokens, the
+        units of a batch together. An empty candidate scores 0.
         """
         if len(prompts) != len(continuations):
             raise ConfigError(
@@ -629,41 +635,17 @@ class TransformersGenerator:
         candidate_ids: list[list[list[int]]],
         scores: list[list[float]],
     ) -> None:
-        out, mask, positions = self._prefill([prompt_ids[i] for i, _ in units])
-        first_logprobs = F.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        unit_of_row = [u for u, (_, chunk) in enumerate(units) for _ in chunk]
-        rows = [candidate_ids[i][k] for i, chunk in units for k in chunk]
-        index = torch.tensor(unit_of_row, device=mask.device)
-        cache = out.past_key_values
-        cache.batch_select_indices(index)  # copies each prompt's cache to its candidates
-
-        # Candidates are padded on the right, after their (left-padded) prompt.
-        width = max(len(row) for row in rows)
-        cand = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        cand_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            cand[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            cand_mask[r, : len(row)] = 1
-        cand, cand_mask = cand.to(mask.device), cand_mask.to(mask.device)
-        start = positions[:, -1][index] + 1
-        cand_positions = start[:, None] + torch.arange(width, device=mask.device)[None, :]
-        token_logprobs = first_logprobs[index].gather(1, cand[:, :1])
-        if width > 1:
-            out = self.model(
-                input_ids=cand[:, :-1],
-                attention_mask=torch.cat([mask[index], cand_mask[:, :-1]], dim=1),
-                position_ids=cand_positions[:, :-1],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            rest = F.log_softmax(out.logits.float(), dim=-1).gather(2, cand[:, 1:, None])
-            token_logprobs = torch.cat([token_logprobs, rest.squeeze(-1)], dim=1)
-        totals = (token_logprobs * cand_mask).sum(dim=1).tolist()
-        r = 0
-        for i, chunk in units:
-            for k in chunk:
-                scores[i][k] = totals[r]
-                r += 1
+        """One packed forward pass: each unit's prompt once, its candidates as branches."""
+        pairs = [(i, k) for i, chunk in units for k in chunk]
+        packed = packed_logprobs(
+            self.model,
+            [prompt_ids[i] for i, _ in pairs],
+            [candidate_ids[i][k] for i, k in pairs],
+            groups=[u for u, (_, chunk) in enumerate(units) for _ in chunk],
+            pad_token_id=self.pad_token_id,
+        )
+        for (i, k), logprobs in zip(pairs, packed.logprobs, strict=True):
+            scores[i][k] = float(logprobs.sum())
 
     # ------------------------------------------------------------------ training
 
@@ -714,6 +696,31 @@ class TransformersGenerator:
             picked = logits.gather(2, targets[..., None]).squeeze(-1)
             token_logprobs = picked - logits.logsumexp(dim=-1)
         return [token_logprobs[i, longest - n :] for i, n in enumerate(lengths)]
+
+    def packed_logprobs(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        completion_token_ids: Sequence[Sequence[int]],
+        temperature: float = 1.0,
+        groups: Sequence[Any] | None = None,
+        max_packed_tokens: int = DEFAULT_MAX_PACKED_TOKENS,
+    ) -> PackedLogprobs:
+        """``sequence_logprobs`` with rows that share a prefix packed as one trie, the
+        prefix forwarded once (:func:`agentbench.models.packing.packed_logprobs`): the
+        same log-probs up to summation order, in one forward pass. Rows pack in the order
+        given, a new trie where ``groups`` changes or a trie would exceed
+        ``max_packed_tokens``. Graph kept in train mode only, as ``sequence_logprobs``."""
+        grad = nullcontext() if self.model.training else torch.no_grad()
+        with grad:
+            return packed_logprobs(
+                self.model,
+                prompt_token_ids,
+                completion_token_ids,
+                temperature=temperature,
+                groups=groups,
+                max_packed_tokens=max_packed_tokens,
+                pad_token_id=self.pad_token_id,
+            )
 
 
 def _check_config(config: GenerationConfig) -> None:
