@@ -69,7 +69,11 @@ from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_g
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
-from agentbench.rlft.precision import compute_precision, resolve_compute_dtype
+from agentbench.rlft.precision import (
+    compute_precision,
+    resolve_compute_dtype,
+    set_gradient_checkpointing,
+)
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -328,6 +332,7 @@ class PPOTrainer:
                 name=f"{generator.name}:reference",
                 settings=generator.settings,
             )
+        set_gradient_checkpointing(model, config.gradient_checkpointing)
         self.policy = TransformersGenerator(
             model, generator.tokenizer, name=generator.name, settings=generator.settings
         )

@@ -71,3 +71,24 @@ def compute_precision(model: Any, compute_dtype: torch.dtype) -> Iterator[None]:
         return
     with torch.autocast(parameter.device.type, dtype=compute_dtype):
         yield
+
+
+def set_gradient_checkpointing(model: Any, enabled: bool) -> None:
+    """Turn activation (gradient) checkpointing of a transformers model on (``enabled``);
+    False leaves the model as it is.
+
+    On: in train mode each decoder layer keeps only its input, and its activations
+    are recomputed during the backward pass (non-reentrant checkpointing, so LoRA
+    adapters train under a frozen base, and dropout masks are replayed). Eval-mode
+    passes (rollouts, old and reference log-probs) are unaffected.
+    """
+    if not enabled:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"{type(base).__name__} does not support gradient checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # the name from transformers 5.x on
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -53,7 +53,11 @@ from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.config import COMPUTE_DTYPES, NON_NEGATIVE, POSITIVE, check_float_settings
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.ppo import forked_torch_rng, lr_factor
-from agentbench.rlft.precision import compute_precision, resolve_compute_dtype
+from agentbench.rlft.precision import (
+    compute_precision,
+    resolve_compute_dtype,
+    set_gradient_checkpointing,
+)
 from agentbench.rollout import play
 
 MODES = ("behaviour", "thought")
@@ -191,6 +195,8 @@ class SFTConfig:
     max_packed_tokens: int = DEFAULT_MAX_PACKED_TOKENS  # packed: the longest trie
     compute_dtype: str = "float32"  # "float32", "bfloat16" (autocast over float32 weights and
     # optimizer state) or "auto" (bf16 where fast); see agentbench.rlft.precision
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less
+    # memory, about a third more compute; see PPOConfig)
     seed: int = 0  # shuffling, subset and dropout seed
     progress: bool = False  # print one line per epoch
 
@@ -317,6 +323,7 @@ def train_on_targets(
     )
     dropout_seeds = rng.integers(0, 2**62, size=total * max(1, config.batch_size))
     compute_dtype = resolve_compute_dtype(config.compute_dtype, next(model.parameters()).device)
+    set_gradient_checkpointing(model, config.gradient_checkpointing)
     records: list[dict[str, Any]] = []
     step, done = 0, 0  # optimizer steps and epochs completed
     run = None if output_dir is None else _SFTRun(Path(output_dir), config, prompts, targets)
