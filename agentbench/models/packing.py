@@ -194,6 +194,23 @@ class PackedLogprobs:
     last_prompt_index: torch.Tensor  # (rows,) index into the kept positions
 
 
+def check_logprob_inputs(
+    prompt_token_ids: Sequence[Sequence[int]],
+    completion_token_ids: Sequence[Sequence[int]],
+    temperature: float,
+) -> None:
+    """One clear error for inputs neither log-prob path can score."""
+    if len(prompt_token_ids) != len(completion_token_ids):
+        raise ConfigError(
+            f"got {len(completion_token_ids)} completions for {len(prompt_token_ids)} "
+            "prompts; give one each"
+        )
+    if temperature <= 0:
+        raise ConfigError(f"temperature {temperature} must be positive")
+    if any(len(p) == 0 for p in prompt_token_ids):
+        raise ConfigError("a prompt has zero tokens; every completion needs a prompt token")
+
+
 def packed_logprobs(
     model: Any,
     prompt_token_ids: Sequence[Sequence[int]],
@@ -211,15 +228,7 @@ def packed_logprobs(
     in the order given (:func:`split_into_tries`; with ``groups``, a new trie starts
     where the group changes) and all tries go through the model together.
     """
-    if len(prompt_token_ids) != len(completion_token_ids):
-        raise ConfigError(
-            f"got {len(completion_token_ids)} completions for {len(prompt_token_ids)} "
-            "prompts; give one each"
-        )
-    if temperature <= 0:
-        raise ConfigError(f"temperature {temperature} must be positive")
-    if any(len(p) == 0 for p in prompt_token_ids):
-        raise ConfigError("a prompt has zero tokens; every completion needs a prompt token")
+    check_logprob_inputs(prompt_token_ids, completion_token_ids, temperature)
     device = next(model.parameters()).device
     if not prompt_token_ids:
         return PackedLogprobs([], torch.zeros(0, dtype=torch.long, device=device))

@@ -48,6 +48,7 @@ from agentbench.models.kv_reuse import CachedPrefix, ColumnCache, PrefixPool, co
 from agentbench.models.packing import (
     DEFAULT_MAX_PACKED_TOKENS,
     PackedLogprobs,
+    check_logprob_inputs,
     packed_logprobs,
 )
 
@@ -663,15 +664,7 @@ class TransformersGenerator:
         at a temperature other than 1. Matches ``Generation.logprobs`` of a rollout at
         the same temperature with top-p 1 (up to floating-point noise).
         """
-        if len(prompt_token_ids) != len(completion_token_ids):
-            raise ConfigError(
-                f"got {len(completion_token_ids)} completions for {len(prompt_token_ids)} "
-                "prompts; give one each"
-            )
-        if temperature <= 0:
-            raise ConfigError(f"temperature {temperature} must be positive")
-        if any(len(p) == 0 for p in prompt_token_ids):
-            raise ConfigError("a prompt has zero tokens; every completion needs a prompt token")
+        check_logprob_inputs(prompt_token_ids, completion_token_ids, temperature)
         lengths = [len(c) for c in completion_token_ids]
         longest = max(lengths, default=0)
         if longest == 0:
