@@ -147,3 +147,25 @@ def test_a_pool_over_its_token_budget_keeps_nothing_too_big() -> None:
     tight = tiny_generator(settings=TransformersSettings(prefix_cache_tokens=10))
     tight.generate([[{"role": "user", "content": "a long prompt " * 5}]], GenerationConfig(4))
     assert tight.prefix_pool.entries == []
+
+
+def test_the_context_only_grows_while_the_window_holds_every_step() -> None:
+    """What prefix reuse relies on: up to the question, the step-t context is the start
+    of the step-(t+1) context while t < C; once the window slides, it is not (and the
+    backend re-prefills from where the two differ)."""
+    from agentbench.agent.context import ContextSettings, build_context
+    from agentbench.baselines.registry import make_agent
+    from agentbench.envs import make, text_env
+
+    (episode,) = play(make_agent("random"), BANDIT, [0])
+    env = text_env(make(BANDIT))
+    env.reset(seed=0)
+    settings = ContextSettings(history_length=10)
+
+    def text(t: int) -> str:
+        return build_context(env, episode.steps[:t], settings)[0]["content"]
+
+    for t in range(1, 10):
+        head = text(t).rsplit("\n\n", 1)[0]  # all but the question
+        assert text(t + 1).startswith(head), t
+    assert not text(12).startswith(text(11).rsplit("\n\n", 1)[0])
