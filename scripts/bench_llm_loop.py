@@ -237,6 +237,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--parts", default="rollout,decode,training",
+                        help="comma-separated: rollout, decode, training")  # fmt: skip
     parser.add_argument("--train-episodes", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--rss-child", choices=("lora", "full"), help=argparse.SUPPRESS)
@@ -264,9 +266,14 @@ def main() -> None:
     columns = TransformersGenerator(old.model, old.tokenizer, name=old.name, settings=COLUMNS)
     peak = matmul_flops(torch.get_num_threads())
     report("bf16_matmul_gflops", peak / 1e9)
-    rollout_figures(old, new, args)
-    decode_figures(old, columns, args, peak)
-    training_figures(old, args)
+    parts = args.parts.split(",")
+    if "rollout" in parts:
+        rollout_figures(old, new, args)
+        new.clear_prefix_cache()
+    if "decode" in parts:
+        decode_figures(old, columns, args, peak)
+    if "training" in parts:
+        training_figures(old, args)
 
 
 def training_rows(
@@ -329,7 +336,8 @@ def update_passes(policy: TransformersGenerator, rows: Any, packed: bool, micro:
 def training_figures(old: TransformersGenerator, args: Any) -> None:
     """``packed_logprob_speedup``: the old, reference and training passes of one LoRA
     PPO update (bf16 autocast over float32 weights) over ``episodes`` x ``steps``,
-    per-row in micro-batches of 16 vs packed. ``lora_update_peak_rss_ratio``: peak RSS
+    per-row in micro-batches of 4 rows (16 would need ~1 GB of activations per row
+    and run out of memory) vs packed. ``lora_update_peak_rss_ratio``: peak RSS
     of a process doing one such update with LoRA / with full fine-tuning (each in a
     fresh process, see :func:`rss_child`)."""
     import copy
@@ -344,8 +352,8 @@ def training_figures(old: TransformersGenerator, args: Any) -> None:
     report("train_tokens_per_row_pass", tokens)
     old_s, new_s = interleaved(
         args.rounds,
-        lambda: update_passes(policy, rows, packed=False, micro=16),
-        lambda: update_passes(policy, rows, packed=True, micro=16),
+        lambda: update_passes(policy, rows, packed=False, micro=4),
+        lambda: update_passes(policy, rows, packed=True, micro=4),
     )
     report("packed_update_passes_old_s", old_s)
     report("packed_update_passes_new_s", new_s)
