@@ -104,8 +104,9 @@ def step_chats(histories: Sequence[Episode], step: int, settings: ContextSetting
 
 def matmul_flops(threads: int) -> float:
     """bf16 matmul FLOP/s at the model's shapes (hidden 576 x MLP 1536, 2048 rows)."""
-    a = torch.randn(2048, 576, dtype=torch.bfloat16)
-    b = torch.randn(576, 1536, dtype=torch.bfloat16)
+    rng = torch.Generator().manual_seed(0)
+    a = torch.randn(2048, 576, dtype=torch.bfloat16, generator=rng)
+    b = torch.randn(576, 1536, dtype=torch.bfloat16, generator=rng)
     for _ in range(3):
         a @ b
     best = min(timed(lambda: [a @ b for _ in range(20)])[0] for _ in range(5))
@@ -256,7 +257,6 @@ def main() -> None:
     args.episode_batch = 2 if args.quick else 16
     args.decode_rows = 8 if args.quick else 16
     args.episode_rounds = args.rounds
-    torch.manual_seed(0)
     report("threads", torch.get_num_threads())
     report("model", args.model)
     report("dtype", args.dtype)
