@@ -169,3 +169,26 @@ def test_the_context_only_grows_while_the_window_holds_every_step() -> None:
         head = text(t).rsplit("\n\n", 1)[0]  # all but the question
         assert text(t + 1).startswith(head), t
     assert not text(12).startswith(text(11).rsplit("\n\n", 1)[0])
+
+
+def test_generate_leaves_no_cyclic_garbage_holding_tensors() -> None:
+    """Caches are freed when dropped, not at the collector's next pass (a cache in a
+    reference cycle held about 0.6 GB over a 50-step SmolLM2 episode)."""
+    import gc
+
+    generator = tiny_generator(settings=REUSE)
+    settings = LLMAgentSettings(cot=False, history_length=None)
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        _play(generator, settings, horizon=6)
+        gc.collect()
+        tensors = [o for o in gc.garbage if isinstance(o, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
+    assert tensors == []

@@ -39,12 +39,24 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 
-class _ColumnLayer(CacheLayerMixin):
-    """One layer's keys and values; writes go to the owning cache's current column."""
+@dataclass
+class _Cursor:
+    """Where a ColumnCache's next forward pass writes: the first ``live`` rows, from
+    ``column`` on. Shared by the cache and its layers instead of a back-reference, so
+    that a cache is not in a reference cycle: it is freed as soon as it is dropped, not
+    at the next cyclic garbage collection (with one cache per generate call, waiting for
+    the collector held about 0.6 GB over a 50-step SmolLM2 episode)."""
 
-    def __init__(self, owner: ColumnCache, keys: torch.Tensor, values: torch.Tensor) -> None:
+    live: int
+    column: int = 0
+
+
+class _ColumnLayer(CacheLayerMixin):
+    """One layer's keys and values; writes go to the cache's current column."""
+
+    def __init__(self, cursor: _Cursor, keys: torch.Tensor, values: torch.Tensor) -> None:
         super().__init__()
-        self.owner = owner
+        self.cursor = cursor
         self.keys, self.values = keys, values
         self.is_initialized = True
 
@@ -54,7 +66,7 @@ class _ColumnLayer(CacheLayerMixin):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, start = self.owner.live, self.owner.column
+        rows, start = self.cursor.live, self.cursor.column
         end = start + key_states.shape[-2]
         self.keys[:rows, :, start:end] = key_states
         self.values[:rows, :, start:end] = value_states
@@ -62,10 +74,10 @@ class _ColumnLayer(CacheLayerMixin):
         return self.keys[:rows, :, :end], self.values[:rows, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.owner.column + query_length, 0
+        return self.cursor.column + query_length, 0
 
     def get_seq_length(self) -> int:
-        return self.owner.column
+        return self.cursor.column
 
     def get_max_length(self) -> int:
         return int(self.keys.shape[2])
@@ -87,9 +99,10 @@ class ColumnCache(Cache):
         )
         parameter = next(model.parameters())
         shape = (rows, heads, width, head_dim)
+        self._cursor = _Cursor(live=rows)
         layers = [
             _ColumnLayer(
-                self,
+                self._cursor,
                 torch.zeros(shape, dtype=parameter.dtype, device=parameter.device),
                 torch.zeros(shape, dtype=parameter.dtype, device=parameter.device),
             )
@@ -97,8 +110,22 @@ class ColumnCache(Cache):
         ]
         super().__init__(layers=layers)
         self.rows, self.width = rows, width
-        self.live = rows
-        self.column = 0
+
+    @property
+    def live(self) -> int:
+        return self._cursor.live
+
+    @live.setter
+    def live(self, value: int) -> None:
+        self._cursor.live = value
+
+    @property
+    def column(self) -> int:
+        return self._cursor.column
+
+    @column.setter
+    def column(self, value: int) -> None:
+        self._cursor.column = value
 
     def swap(self, i: int, j: int) -> None:
         """Exchange two rows' keys and values in every layer."""
