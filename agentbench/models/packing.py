@@ -39,6 +39,7 @@ import torch
 
 from agentbench.errors import ConfigError
 from agentbench.models.attention import model_attention_mask
+from agentbench.models.logprobs import selected_logprobs
 
 DEFAULT_MAX_PACKED_TOKENS = 4096  # nodes of one trie, and padded tokens of one forward pass
 
@@ -270,16 +271,14 @@ def packed_logprobs(
         use_cache=False,
         logits_to_keep=keep,
     ).logits  # (kept positions, vocab)
-    logits = logits.float() / temperature
-    log_norm = logits.logsumexp(dim=-1)
-    result, last_prompt = [], []
-    for r, (b, indices) in enumerate(predicting):
-        at = flat_rank[b * width + torch.tensor(indices, device=device)]
-        last_prompt.append(at[0])
-        completion = completion_token_ids[r]
-        if not completion:
-            result.append(torch.zeros(0, device=device))
-            continue
-        targets = torch.tensor(list(completion), device=device)
-        result.append(logits[at, targets] - log_norm[at])
+    lengths = [len(c) for c in completion_token_ids]
+    at = [flat_rank[b * width + torch.tensor(indices, device=device)] for b, indices in predicting]
+    last_prompt = [a[0] for a in at]
+    none = torch.zeros(0, dtype=torch.long, device=device)
+    rows_read = torch.cat([a for a, n in zip(at, lengths, strict=True) if n] or [none])
+    targets = torch.tensor(
+        [t for c in completion_token_ids for t in c], dtype=torch.long, device=device
+    )
+    logprobs = selected_logprobs(logits, rows_read, targets, temperature)
+    result = list(logprobs.split(lengths))
     return PackedLogprobs(result, torch.stack(last_prompt))

@@ -45,6 +45,7 @@ from agentbench.errors import ConfigError
 from agentbench.models.attention import MASKABLE, model_attention_mask
 from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.models.kv_reuse import CachedPrefix, ColumnCache, PrefixPool, common_prefix
+from agentbench.models.logprobs import selected_logprobs
 from agentbench.models.packing import (
     DEFAULT_MAX_PACKED_TOKENS,
     PackedLogprobs,
@@ -683,11 +684,13 @@ class TransformersGenerator:
                 position_ids=self._positions(mask),
                 use_cache=False,
                 logits_to_keep=longest + 1,
-            ).logits[:, :-1, :]
-            logits = logits.float() / temperature
-            targets = input_ids[:, -longest:]
-            picked = logits.gather(2, targets[..., None]).squeeze(-1)
-            token_logprobs = picked - logits.logsumexp(dim=-1)
+            ).logits  # (rows, longest + 1, vocab); the last position predicts nothing
+            rows, width, vocab = logits.shape
+            targets = input_ids[:, -longest:].reshape(-1)
+            index = torch.arange(rows * width, device=logits.device).view(rows, width)
+            token_logprobs = selected_logprobs(
+                logits.reshape(-1, vocab), index[:, :-1].reshape(-1), targets, temperature
+            ).view(rows, longest)
         return [token_logprobs[i, longest - n :] for i, n in enumerate(lengths)]
 
     def packed_logprobs(
