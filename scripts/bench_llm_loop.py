@@ -20,13 +20,14 @@ where the name says otherwise. Issue 11's targets are printed next to them.
   1-token one) of the plain cache vs the preallocated column cache.
 - ``decode_mfu`` / ``prefill_mfu``: achieved matmul FLOP/s of the new decode and
   of a full prefill, as a fraction of a bf16 matmul measured in the same run.
-- ``packed_logprob_speedup``, ``lora_update_peak_rss_ratio``: see
-  :func:`training_figures`.
+- ``packed_logprob_speedup``: see :func:`training_figures`.
+- ``lora_update_peak_rss_ratio``: see :func:`memory_figures`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -238,8 +239,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--parts", default="rollout,decode,training",
-                        help="comma-separated: rollout, decode, training")  # fmt: skip
+    parser.add_argument("--parts", default="rollout,decode,training,memory",
+                        help="comma-separated: rollout, decode, training, memory")  # fmt: skip
     parser.add_argument("--train-episodes", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--rss-child", choices=("lora", "full"), help=argparse.SUPPRESS)
@@ -274,6 +275,8 @@ def main() -> None:
         decode_figures(old, columns, args, peak)
     if "training" in parts:
         training_figures(old, args)
+    if "memory" in parts:
+        memory_figures(args)
 
 
 def training_rows(
@@ -337,9 +340,7 @@ def training_figures(old: TransformersGenerator, args: Any) -> None:
     """``packed_logprob_speedup``: the old, reference and training passes of one LoRA
     PPO update (bf16 autocast over float32 weights) over ``episodes`` x ``steps``,
     per-row in micro-batches of 4 rows (16 would need ~1 GB of activations per row
-    and run out of memory) vs packed. ``lora_update_peak_rss_ratio``: peak RSS
-    of a process doing one such update with LoRA / with full fine-tuning (each in a
-    fresh process, see :func:`rss_child`)."""
+    and run out of memory) vs packed."""
     import copy
 
     from agentbench.rlft.ppo import add_lora
@@ -359,31 +360,52 @@ def training_figures(old: TransformersGenerator, args: Any) -> None:
     report("packed_update_passes_new_s", new_s)
     report("packed_logprob_speedup", old_s / new_s)
 
-    # Same micro-batch (one episode of train_steps steps) for both; with gradient
-    # checkpointing (the setting for memory-bound runs) and, unless --quick, without.
+
+def memory_figures(args: Any) -> None:
+    """``lora_update_peak_rss_ratio``: peak RSS of a process doing two PPO updates with
+    LoRA / with full fine-tuning, one fresh process each (:func:`rss_child`), the same
+    micro-batch (one episode of ``train_steps`` steps), float32 weights. With gradient
+    checkpointing (the setting for memory-bound runs) and, unless --quick, without.
+
+    Two further LoRA figures, for the diagnosis, not the target: the frozen base
+    loaded in bf16 (``dtype = "bfloat16"``: peft keeps the adapters float32), and both
+    under ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator page-aligns its blocks and
+    asks for huge pages above 2 MB), which changes how much freed memory glibc's heap
+    holds on to, not what the program keeps alive."""
+    settings = [("", {}), ("_thp", {"THP_MEM_ALLOC_ENABLE": "1"})]
     for checkpointing in (True,) if args.quick else (True, False):
-        peaks = {}
-        for mode in ("lora", "full"):
-            command = [sys.executable, __file__, "--rss-child", mode, "--model", args.model,
-                       "--train-episodes", "1", "--train-steps", str(args.train_steps)]  # fmt: skip
-            if checkpointing:
-                command.append("--checkpointing")
-            if args.threads:
-                command += ["--threads", str(args.threads)]
-            result = subprocess.run(command, capture_output=True, text=True, check=True)
-            peaks[mode] = int(result.stdout.strip().splitlines()[-1])
-        suffix = "" if checkpointing else "_without_checkpointing"
-        for mode, peak in peaks.items():
-            report(f"{mode}_update_peak_rss_mb{suffix}", peak / 1024)
-        report(f"lora_update_peak_rss_ratio{suffix}", peaks["lora"] / peaks["full"])
+        for env_suffix, env in settings:
+            if env and not checkpointing:
+                continue
+            peaks = {}
+            for mode, dtype in (("lora", "float32"), ("full", "float32"),
+                                ("lora", "bfloat16")):  # fmt: skip
+                command = [sys.executable, __file__, "--rss-child", mode, "--model",
+                           args.model, "--train-episodes", "1", "--train-steps",
+                           str(args.train_steps), "--dtype", dtype]  # fmt: skip
+                if checkpointing:
+                    command.append("--checkpointing")
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
+                result = subprocess.run(command, capture_output=True, text=True, check=True,
+                                        env={**os.environ, **env})  # fmt: skip
+                peaks[mode if dtype == "float32" else "lora_bf16_base"] = int(
+                    result.stdout.strip().splitlines()[-1]
+                )
+            suffix = ("" if checkpointing else "_without_checkpointing") + env_suffix
+            for mode, peak in peaks.items():
+                report(f"{mode}_update_peak_rss_mb{suffix}", peak / 1024)
+            report(f"lora_update_peak_rss_ratio{suffix}", peaks["lora"] / peaks["full"])
+            report(f"lora_bf16_base_update_peak_rss_ratio{suffix}",
+                   peaks["lora_bf16_base"] / peaks["full"])  # fmt: skip
 
 
 def rss_child(args: Any) -> None:
     """Two PPO updates (the second one's peak includes the optimizer state made by the
     first) in this fresh process, through the PPO trainer itself; prints the peak RSS
-    in KiB. Float32 weights, bf16 autocast, the default optimizer (Adafactor), one
-    episode per minibatch; full fine-tuning keeps its frozen reference copy, LoRA
-    switches its adapters off for the reference pass."""
+    in KiB. Weights in ``--dtype`` (float32 unless the caller says), bf16 compute, the
+    default optimizer (Adafactor), one episode per minibatch; full fine-tuning keeps
+    its frozen reference copy, LoRA switches its adapters off for the reference pass."""
     import tempfile
 
     from agentbench.rlft.config import PPOConfig
@@ -392,7 +414,7 @@ def rss_child(args: Any) -> None:
     with tempfile.TemporaryDirectory() as output_dir:
         config = PPOConfig(
             model=args.model,
-            dtype="float32",
+            dtype=args.dtype,
             device="cpu",
             env_id=ENV_ID,
             env_kwargs={"horizon": args.train_steps},
