@@ -86,8 +86,8 @@ class _ColumnLayer(CacheLayerMixin):
 class ColumnCache(Cache):
     """Preallocated keys/values for ``rows`` rows and ``width`` columns, every layer.
 
-    ``live``: the rows the next forward pass runs on (the first ``live`` slots);
-    ``column``: where that pass writes its first token.
+    ``cursor.live``: the rows the next forward pass runs on (the first ``live`` slots);
+    ``cursor.column``: where that pass writes its first token.
     """
 
     def __init__(self, model: Any, rows: int, width: int) -> None:
@@ -99,10 +99,10 @@ class ColumnCache(Cache):
         )
         parameter = next(model.parameters())
         shape = (rows, heads, width, head_dim)
-        self._cursor = _Cursor(live=rows)
+        self.cursor = _Cursor(live=rows)
         layers = [
             _ColumnLayer(
-                self._cursor,
+                self.cursor,
                 torch.zeros(shape, dtype=parameter.dtype, device=parameter.device),
                 torch.zeros(shape, dtype=parameter.dtype, device=parameter.device),
             )
@@ -110,22 +110,6 @@ class ColumnCache(Cache):
         ]
         super().__init__(layers=layers)
         self.rows, self.width = rows, width
-
-    @property
-    def live(self) -> int:
-        return self._cursor.live
-
-    @live.setter
-    def live(self, value: int) -> None:
-        self._cursor.live = value
-
-    @property
-    def column(self) -> int:
-        return self._cursor.column
-
-    @column.setter
-    def column(self, value: int) -> None:
-        self._cursor.column = value
 
     def swap(self, i: int, j: int) -> None:
         """Exchange two rows' keys and values in every layer."""

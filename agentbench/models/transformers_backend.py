@@ -435,7 +435,7 @@ class TransformersGenerator:
         columns = torch.arange(prompt_end, device=device)
         query_columns = columns[prefix:]
         allowed = valid[:, None, :prompt_end] & (columns[None, :] <= query_columns[:, None])
-        cache.column = prefix
+        cache.cursor.column = prefix
         out = self.model(
             input_ids=input_ids,
             attention_mask=model_attention_mask(
@@ -448,10 +448,10 @@ class TransformersGenerator:
         )
         logits = out.logits[:, -1, :]
         next_position = positions[:, prompt_end - 1] + 1
-        slot_row = list(range(n))  # original row in each slot; the first cache.live are live
+        slot_row = list(range(n))  # original row in each slot; the first cache.cursor.live are live
         column = prompt_end
         for _ in range(config.max_new_tokens):
-            live_generators = [generators[i] for i in slot_row[: cache.live]]
+            live_generators = [generators[i] for i in slot_row[: cache.cursor.live]]
             chosen, chosen_logprobs = _sample(logits, config, live_generators)
             done = [
                 j
@@ -463,19 +463,19 @@ class TransformersGenerator:
             # Finished rows move behind the live block (two rows copied each), in
             # descending order so a later swap never picks a row already moved.
             for j in sorted(done, reverse=True):
-                last = cache.live - 1
+                last = cache.cursor.live - 1
                 if j != last:
                     cache.swap(j, last)
                     for tensor in (valid, positions, next_position, chosen):
                         tensor[[j, last]] = tensor[[last, j]]
                     slot_row[j], slot_row[last] = slot_row[last], slot_row[j]
-                cache.live = last
-            live = cache.live
+                cache.cursor.live = last
+            live = cache.cursor.live
             if live == 0:
                 break
             valid[:live, column] = True
             positions[:live, column] = next_position[:live]
-            cache.column = column
+            cache.cursor.column = column
             out = self.model(
                 input_ids=chosen[:live, None],
                 attention_mask=model_attention_mask(
