@@ -21,6 +21,7 @@ from rich.text import Text
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import list_envs
 from agentbench.errors import AgentbenchError, ConfigError
+from agentbench.io import write_json
 from agentbench.suite import (
     Suite,
     agent_label,
@@ -111,7 +112,7 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
             result = run_knowing_doing_probe(generator, env_id=args.env, n_histories=args.histories,
                                              budget=args.budget, seed=args.seed)  # fmt: skip
         path = out / f"{probe.replace('-', '_')}.json"
-        path.write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
+        write_json(path, result.to_dict())
         console.print(f"{probe}: {path} ({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -126,11 +127,11 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.io import read_toml
     from agentbench.rlft import PPOTrainer, ppo_config_from_dict
     from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.config import read_toml
 
-    data = read_toml(args.config, "training config")
+    data = read_toml(args.config, "training config file")
     method = data.pop("method", "ppo")
     if method in SELF_TRAINING:
         return _self_train(method, data, args, console)
@@ -272,8 +273,7 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     generator = _trainable_generator(args.model, args.dtype, args.lora, args.lora_r, args.seed)
     records = train_sft(generator, examples, config)
     path = export_model(generator.model, generator.tokenizer, args.out)
-    (path / "sft.json").write_text(json.dumps({"args": vars(args) | {"func": None},
-                                               "epochs": records}, indent=1))  # fmt: skip
+    write_json(path / "sft.json", {"args": vars(args) | {"func": None}, "epochs": records})
     console.print(
         f"SFT ({args.mode} cloning) in {time.perf_counter() - started:.0f} s, final loss "
         f"{records[-1]['loss']:.4f}; fine-tuned model: {path}"

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import platform
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata, resources
@@ -33,6 +31,7 @@ from typing import Any
 from agentbench.agent.interface import Agent
 from agentbench.envs import get_preset, list_envs
 from agentbench.errors import AgentbenchError, ConfigError
+from agentbench.io import read_json, read_toml, write_atomic, write_json
 from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, read_episodes
 from agentbench.rollout import rollout
@@ -91,18 +90,7 @@ def load_suite(name_or_path: str) -> Suite:
             f"unknown suite {name_or_path!r}: give a TOML file path or one of "
             f"{', '.join(sorted(suites))}"
         )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"suite file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
-            f"offset {error.start}): save it as UTF-8"
-        ) from None
-    except OSError as error:
-        raise ConfigError(f"cannot read suite file {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"suite file {path} is not valid TOML: {error}") from None
-    return suite_from_dict(data, default_name=path.stem)
+    return suite_from_dict(read_toml(path, "suite file"), default_name=path.stem)
 
 
 _SUITE_KEYS = {"name", "description", "episodes", "seed", "num_envs", "agents", "envs"}
@@ -246,7 +234,7 @@ def _run_locked(
                 f"{out_dir} holds a run of a different suite or settings; resume it with "
                 f"the same settings or choose another output directory"
             )
-    _write_atomic(config_path, json.dumps({**resolved, "versions": _versions()}, indent=2))
+    write_json(config_path, {**resolved, "versions": _versions()}, indent=2)
 
     episodes_path = out_dir / EPISODES_FILE
     done = {ep.key for ep in read_episodes(episodes_path)} if episodes_path.exists() else set()
@@ -298,8 +286,8 @@ def _run_locked(
 
     episodes = sorted(read_episodes(episodes_path), key=lambda ep: ep.key)
     metrics = summarize_run(episodes)
-    _write_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=1))
-    _write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
+    write_json(out_dir / METRICS_FILE, metrics)
+    write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
     return RunResult(out_dir, episodes, metrics, played,
                      [(label, env_id) for label, _, env_id, _ in skipped])  # fmt: skip
 
@@ -367,12 +355,11 @@ def _locked(out_dir: Path) -> Iterator[None]:
 def _read_run_config(path: Path) -> dict[str, Any]:
     """The config.json of a run directory being resumed, or a one-line error."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON, empty
-        reason = error.strerror if isinstance(error, OSError) else "not whole JSON"
+        config = read_json(path, "run config")
+    except ConfigError as error:  # unreadable, not UTF-8, not JSON, empty
         raise ConfigError(
-            f"{path} is not a run config ({reason}): remove it to resume with the current "
-            f"settings, or choose another output directory"
+            f"{error}, so it is not a run config: remove it to resume with the current "
+            "settings, or choose another output directory"
         ) from None
     if not isinstance(config, dict) or not isinstance(config.get("suite"), dict):
         raise ConfigError(
@@ -393,12 +380,6 @@ def _progress_bar(total: int | None, description: str, unit: str, enabled: bool)
 
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summary_markdown(suite: Suite, metrics: Sequence[dict[str, Any]]) -> str:

@@ -17,7 +17,7 @@ _FAMILY_TABLES = {
 }
 
 
-def _estimate_text(estimate: dict[str, Any] | None, digits: int = 2) -> str:
+def estimate_text(estimate: dict[str, Any] | None, digits: int = 2) -> str:
     if not estimate or estimate.get("mean") is None:
         return "n/a"
     mean, low, high = estimate["mean"], estimate.get("low"), estimate.get("high")
@@ -27,7 +27,7 @@ def _estimate_text(estimate: dict[str, Any] | None, digits: int = 2) -> str:
 
 
 def _cell(row: dict[str, Any], metric: str) -> str:
-    text = _estimate_text(row.get(metric))
+    text = estimate_text(row.get(metric))
     if "win_rate" in row:
         rates = [round(100 * (row[f"{o}_rate"]["mean"] or 0)) for o in ("win", "draw", "loss")]
         text += " ({} / {} / {})".format(*rates)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from agentbench.agent.factory import make_agent
+from agentbench.io import write_json
 from agentbench.suite import SUMMARY_FILE, load_suite, run_suite
 
 
@@ -40,7 +41,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         shutil.copy(Path(run_dir) / SUMMARY_FILE, out / SUMMARY_FILE)
     metrics = [{k: v for k, v in row.items() if k != "curves"} for row in result.metrics]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_json(out / "metrics.json", metrics)
     if result.played < len(result.episodes):
         print(f"{len(result.episodes) - result.played} episodes came from {run_dir}; "
               "timing.json left as it was")  # fmt: skip
@@ -53,7 +54,7 @@ def main() -> None:
         "seconds": round(elapsed, 1),
         "steps_per_second": round(steps / elapsed),
     }
-    (out / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
+    write_json(out / "timing.json", timing)
     print(json.dumps(timing))
 
 

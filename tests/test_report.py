@@ -330,7 +330,7 @@ def test_bad_sources_raise_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="knowing_doing.json is malformed"):
         write_report([empty], tmp_path / "out")
     (empty / "knowing_doing.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not readable JSON"):
+    with pytest.raises(ConfigError, match="knowing_doing.json is not valid JSON"):
         write_report([empty], tmp_path / "out")
 
 

@@ -14,6 +14,7 @@ import torch
 from fixed_bandits import learning_threads
 
 from agentbench.errors import ConfigError
+from agentbench.io import read_toml
 from agentbench.models.packing import PackedLogprobs
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import (
@@ -25,7 +26,7 @@ from agentbench.rlft import (
     ppo,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
-from agentbench.rlft.config import float_fields, read_toml
+from agentbench.rlft.config import float_fields
 from agentbench.rlft.nonfinite import NonFiniteTrainingError
 from agentbench.rlft.ppo import PPOTrainer, ppo_token_losses
 from agentbench.rlft.sft import SFTConfig, train_on_targets
@@ -103,8 +104,8 @@ def test_a_non_utf8_toml_is_one_line_naming_the_file(tmp_path: Path):
         load_ppo_config(path)
     message = str(error.value)
     assert str(path) in message and "UTF-8" in message and "\n" not in message
-    with pytest.raises(ConfigError, match="cannot be read"):
-        read_toml(tmp_path)  # a directory
+    with pytest.raises(ConfigError, match="is a directory, not a file"):
+        read_toml(tmp_path)
 
 
 # ---------------------------------------------------------------- non-finite steps

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -41,10 +40,11 @@ from agentbench.analysis.greediness import (
     estimate_mean,
 )
 from agentbench.errors import ConfigError
+from agentbench.io import read_json, write_atomic, write_json
 from agentbench.metrics import OUTCOMES
 from agentbench.records import Episode, read_episodes
-from agentbench.suite import CONFIG_FILE, EPISODES_FILE, _write_atomic, agent_label
-from agentbench.tables import _estimate_text, comparison_tables
+from agentbench.suite import CONFIG_FILE, EPISODES_FILE, agent_label
+from agentbench.tables import comparison_tables, estimate_text
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
@@ -170,9 +170,9 @@ def _read_run(path: Path) -> list[Episode]:
 def _agent_order(config_path: Path) -> list[str]:
     """The suite's agent labels, so report columns follow the suite like summary.md does."""
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = read_json(config_path, "run config")
         return [agent_label(spec) for spec in config["suite"]["agents"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ConfigError, KeyError, TypeError):
         return []  # no or an older config: the order of the records is as good
 
 
@@ -186,9 +186,9 @@ def _read_probe(path: Path, probe: str) -> dict[str, Any]:
     """A probe result, checked against the schema the report reads."""
     expected = f"a {probe} probe result (JSON object with {', '.join(_PROBE_KEYS[probe])})"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ConfigError(f"{path} is not readable JSON: expected {expected}") from None
+        data = read_json(path, "probe result")
+    except ConfigError as error:
+        raise ConfigError(f"{error}: expected {expected}") from None
     if not isinstance(data, dict) or any(key not in data for key in _PROBE_KEYS[probe]):
         raise ConfigError(f"{path} is malformed: expected {expected}")
     if data.get("probe", probe) != probe:
@@ -488,7 +488,7 @@ class _ReportBuilder:
                 self.series(g.source, g.agent),
                 str(g.metrics["n_episodes"]),
                 *(
-                    _estimate_text(g.metrics.get(name))
+                    estimate_text(g.metrics.get(name))
                     for name in (
                         "coverage",
                         "greedy_fraction",
@@ -600,9 +600,9 @@ class _ReportBuilder:
                     baseline,
                     f"{len(pair.shared_seeds)} (agent {pair.agent_seeds}, "
                     f"baseline {pair.reference_seeds})",
-                    _estimate_text(pair.difference.to_dict()),
-                    _estimate_text(pair.agent_regret.to_dict()),
-                    _estimate_text(pair.reference_regret.to_dict()),
+                    estimate_text(pair.difference.to_dict()),
+                    estimate_text(pair.agent_regret.to_dict()),
+                    estimate_text(pair.reference_regret.to_dict()),
                 ]
             )
         self.add(Table(header, rows))
@@ -642,7 +642,7 @@ class _ReportBuilder:
                     self.series(row["source"], row["agent"]),
                     str(row["n_episodes"]),
                     *(
-                        _estimate_text(row.get(name))
+                        estimate_text(row.get(name))
                         for name in (
                             "coverage",
                             "final_regret",
@@ -727,8 +727,8 @@ class _ReportBuilder:
                     [
                         _short_env(g.env_id),
                         self.series(g.source, g.agent),
-                        _estimate_text(g.metrics.get("invalid_rate")),
-                        _estimate_text(g.metrics.get("illegal_rate")),
+                        estimate_text(g.metrics.get("invalid_rate")),
+                        estimate_text(g.metrics.get("illegal_rate")),
                     ]
                     for g, rate, bad in zip(groups, rates, illegal, strict=True)
                     if rate > 0 or bad > 0
@@ -1066,7 +1066,7 @@ def write_report(
         list(plots.paths),
         out_dir / ANALYSIS_FILE,
     )
-    _write_atomic(paths.analysis, json.dumps(analysis.to_dict(), indent=1))
-    _write_atomic(paths.markdown, render_markdown(title, blocks))
-    _write_atomic(paths.html, render_html(title, blocks, plots_dir))
+    write_json(paths.analysis, analysis.to_dict())
+    write_atomic(paths.markdown, render_markdown(title, blocks))
+    write_atomic(paths.html, render_html(title, blocks, plots_dir))
     return paths

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from agentbench.errors import ConfigError
+from agentbench.io import write_json
 
 CACHE_ENV = "AGENTBENCH_CACHE"
 MARKER = "agentbench-model.json"  # written last: its presence means the entry is complete
@@ -157,7 +158,7 @@ def _convert_into(gguf: Path, staging: Path, target: Path, started: float) -> fl
         "dtype": "float32",
         "conversion_seconds": round(seconds, 2),
     }
-    (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    write_json(staging / MARKER, marker, indent=2)
     _install(staging, target)
     return seconds
 

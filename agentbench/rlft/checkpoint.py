@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +45,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from agentbench import io
 from agentbench.errors import ConfigError
+from agentbench.io import write_directory
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
@@ -243,21 +243,6 @@ def export_model(model: Any, tokenizer: Any, directory: str | Path) -> Path:
     return write_directory(directory, write)
 
 
-def write_directory(target: Path, write: Any) -> Path:
-    """Fill a hidden staging directory beside ``target`` with ``write(staging)``, then
-    rename it into place (replacing ``target``); on any error nothing is left behind."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-
-
 # ---------------------------------------------------------------- optimizer / scheduler
 
 
@@ -303,8 +288,8 @@ def state_dict_from_files(
 def save_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: Path) -> None:
     tensors, meta = state_dict_to_files(optimizer.state_dict())
     save_file(tensors, str(directory / OPTIMIZER_TENSORS))
-    _write_json(directory / OPTIMIZER_JSON, meta)
-    _write_json(directory / SCHEDULER_JSON, scheduler.state_dict())
+    io.write_json(directory / OPTIMIZER_JSON, meta)
+    io.write_json(directory / SCHEDULER_JSON, scheduler.state_dict())
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: Path) -> None:
@@ -331,7 +316,7 @@ def rng_state(rng: np.random.Generator, torch_rngs: dict[str, torch.Generator]) 
 
 def save_rng(states: list[dict[str, Any]], directory: Path) -> None:
     """The :func:`rng_state` of every training process, in rank order."""
-    _write_json(directory / RNG_JSON, {"processes": states})
+    io.write_json(directory / RNG_JSON, {"processes": states})
 
 
 def load_rng(
@@ -378,10 +363,10 @@ def write_checkpoint(
             for p in sorted(directory.rglob("*"))
             if p.is_file()
         }
-        _write_json(directory / FILES_JSON, sizes)
+        io.write_json(directory / FILES_JSON, sizes)
 
     target = write_directory(root / checkpoint_name(update, unit), write)
-    _write_json(root / LATEST_FILE, {"checkpoint": target.name, unit: update})
+    io.write_json(root / LATEST_FILE, {"checkpoint": target.name, unit: update})
     finished = sorted(p for p in root.glob(f"{unit}_*") if p.is_dir())
     for old in finished[: max(0, len(finished) - keep)]:
         if old != target:
@@ -406,28 +391,13 @@ def truncate_metrics(path: Path, key: str, last: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             break  # a line cut by the kill: nothing after it is trustworthy
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    io.write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def read_json(path: Path) -> Any:
     """A checkpoint's JSON file; missing or unreadable is a CorruptCheckpointError."""
     _require(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        reason = str(exc).splitlines()[0]
-        raise CorruptCheckpointError(
-            f"checkpoint file {path} is not valid JSON ({reason})"
-        ) from None
-    except OSError as exc:
-        raise _unreadable(path, exc) from None
+    return io.read_json(path, "checkpoint file", CorruptCheckpointError)
 
 
 def _require(path: Path) -> None:

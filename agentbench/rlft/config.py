@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
+from agentbench.io import read_toml
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
 OPTIMIZERS = ("adamw", "adafactor")
@@ -197,26 +197,9 @@ def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
     return config_from_dict(PPOConfig, data, "PPO")
 
 
-def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is a ConfigError naming it."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{what} file {path} is not valid TOML ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} file {path} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{what} file {path} cannot be read ({exc.strerror})") from None
-
-
 def load_ppo_config(path: str | Path) -> PPOConfig:
     """Read a flat TOML file of PPOConfig keys."""
-    return ppo_config_from_dict(read_toml(path, "PPO config"))
+    return ppo_config_from_dict(read_toml(path, "PPO config file"))
 
 
 # ---------------------------------------------------------------- validation

@@ -60,6 +60,7 @@ import torch
 from agentbench.agent.interface import Decision
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
+from agentbench.io import write_atomic, write_json
 from agentbench.metrics import summarize
 from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
@@ -405,7 +406,7 @@ class PPOTrainer:
         self.parallel.barrier()  # every process has looked before the main one writes
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / ckpt.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+            write_atomic(self.output_dir / ckpt.CONFIG_FILE, config.to_json())
         if config.tensorboard and main:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -890,10 +891,8 @@ class PPOTrainer:
                 self.value_head.save(directory)
             ckpt.save_optimizer(self.optimizer, self.scheduler, directory)
             ckpt.save_rng(rng_states, directory)
-            (directory / ckpt.CONFIG_FILE).write_text(self.config.to_json(), encoding="utf-8")
-            (directory / ckpt.TRAINER_FILE).write_text(
-                json.dumps({"update": self.update}), encoding="utf-8"
-            )
+            write_atomic(directory / ckpt.CONFIG_FILE, self.config.to_json())
+            write_json(directory / ckpt.TRAINER_FILE, {"update": self.update}, indent=None)
 
         target = self.output_dir / ckpt.CHECKPOINTS_DIR / ckpt.checkpoint_name(self.update)
         if self.parallel.is_main:

@@ -40,6 +40,7 @@ import numpy as np
 from agentbench.agent.interface import Decision
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
 from agentbench.errors import ConfigError
+from agentbench.io import write_atomic, write_json
 from agentbench.metrics import summarize
 from agentbench.records import Episode, Step
 from agentbench.rlft import checkpoint as ckpt
@@ -307,10 +308,8 @@ def save_self_training(trainer: SelfTrainer) -> Path:
 
     def write_parts(directory: Path) -> None:
         ckpt.save_policy(model, directory, ckpt.is_lora(model))
-        (directory / ckpt.CONFIG_FILE).write_text(_config_json(config), encoding="utf-8")
-        (directory / ckpt.TRAINER_FILE).write_text(
-            json.dumps({"iteration": trainer.iteration}), encoding="utf-8"
-        )
+        write_atomic(directory / ckpt.CONFIG_FILE, _config_json(config))
+        write_json(directory / ckpt.TRAINER_FILE, {"iteration": trainer.iteration}, indent=None)
 
     assert config.output_dir is not None
     return ckpt.write_checkpoint(
@@ -361,7 +360,7 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if fresh:  # a new run starts a new file; a continued one appends
                 self.path.unlink(missing_ok=True)
-            (self.path.parent / CONFIG_FILE).write_text(_config_json(config), encoding="utf-8")
+            write_atomic(self.path.parent / CONFIG_FILE, _config_json(config))
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         if self.path is not None:

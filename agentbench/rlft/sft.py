@@ -45,6 +45,7 @@ from agentbench.agent.parsing import format_action
 from agentbench.baselines.bandit import UCBAgent, ucb_values
 from agentbench.envs.protocol import format_reward
 from agentbench.errors import ConfigError
+from agentbench.io import write_atomic, write_json
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.models.packing import DEFAULT_MAX_PACKED_TOKENS
@@ -453,11 +454,9 @@ class _SFTRun:
             ckpt.save_optimizer(optimizer, scheduler, directory)
             ckpt.save_rng([ckpt.rng_state(rng, {})], directory)
             config_text = json.dumps(asdict(self.config), indent=1, sort_keys=True)
-            (directory / ckpt.CONFIG_FILE).write_text(config_text, encoding="utf-8")
+            write_atomic(directory / ckpt.CONFIG_FILE, config_text)
             progress = {"epoch": epoch, "step": step, "data": self.data_fingerprint}
-            (directory / ckpt.TRAINER_FILE).write_text(
-                json.dumps({**progress, "records": records}), encoding="utf-8"
-            )
+            write_json(directory / ckpt.TRAINER_FILE, {**progress, "records": records}, None)
 
         return ckpt.write_checkpoint(self.output_dir, epoch, write_parts, keep, "epoch")
 
