@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
-from agentbench.envs import list_envs
+from agentbench.envs import FAMILIES, list_envs
 from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.io import write_json
 from agentbench.suite import (
@@ -68,7 +68,7 @@ def _cmd_agents(args: argparse.Namespace, console: Console) -> int:
             table.add_row(name, "all (set model=..., see README)")
             continue
         agent = make_agent(name)
-        families = [f for f in ("mab", "cb", "tictactoe") if agent.supports(f)]
+        families = [f for f in FAMILIES if agent.supports(f)]
         table.add_row(name, ", ".join(families))
     console.print(table)
     return 0
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     envs = sub.add_parser("envs", help="list the registered environments")
     envs.add_argument("--all", action="store_true", help="include the parametric ids")
-    envs.add_argument("--family", choices=["mab", "cb", "tictactoe"], help="only this family")
+    envs.add_argument("--family", choices=FAMILIES, help="only this family")
     envs.set_defaults(func=_cmd_envs)
 
     suites = sub.add_parser("suites", help="list the built-in suites")

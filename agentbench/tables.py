@@ -9,11 +9,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agentbench.envs import BANDIT_FAMILY, CONTEXTUAL_FAMILY, TICTACTOE_FAMILY
+
 # family -> (title, metric shown, how to read it)
 _FAMILY_TABLES = {
-    "mab": ("Multi-armed bandits: cumulative expected regret", "final_regret", "lower is better"),
-    "cb": ("Contextual bandits: cumulative expected regret", "final_regret", "lower is better"),
-    "tictactoe": ("Tic-tac-toe: mean return (win / draw / loss %)", "return", "higher is better"),
+    BANDIT_FAMILY: (
+        "Multi-armed bandits: cumulative expected regret",
+        "final_regret",
+        "lower is better",
+    ),
+    CONTEXTUAL_FAMILY: (
+        "Contextual bandits: cumulative expected regret",
+        "final_regret",
+        "lower is better",
+    ),
+    TICTACTOE_FAMILY: (
+        "Tic-tac-toe: mean return (win / draw / loss %)",
+        "return",
+        "higher is better",
+    ),
 }
 
 

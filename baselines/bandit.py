@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agentbench.agent.interface import Decision, Turn
+from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY
 from agentbench.envs.bandits import GAUSSIAN_NOISE_STD
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
@@ -145,7 +146,6 @@ def _extends(counted: _Counted | None, history: Sequence[Step], n_arms: int) -> 
 
 
 # -- agents ----------------------------------------------------------------------------
-_BANDIT_FAMILIES = frozenset({"mab", "cb"})  # context-free agents also run on the cb envs
 
 
 @dataclass
@@ -187,7 +187,7 @@ class UCBAgent:
         return decisions
 
     def supports(self, family: str) -> bool:
-        return family in _BANDIT_FAMILIES
+        return family in ARM_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ class ThompsonSamplingAgent:
         return decisions
 
     def supports(self, family: str) -> bool:
-        return family == "mab"
+        return family == BANDIT_FAMILY
 
 
 @dataclass
@@ -315,7 +315,7 @@ class EpsilonGreedyAgent:
         return decisions
 
     def supports(self, family: str) -> bool:
-        return family in _BANDIT_FAMILIES
+        return family in ARM_FAMILIES
 
 
 @dataclass
@@ -343,7 +343,7 @@ class GreedyAgent:
         return decisions
 
     def supports(self, family: str) -> bool:
-        return family in _BANDIT_FAMILIES
+        return family in ARM_FAMILIES
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 
 from agentbench.agent.interface import Decision, Turn
 from agentbench.baselines.bandit import _is_number, argmax_random_tie
+from agentbench.envs import CONTEXTUAL_FAMILY
 from agentbench.errors import ConfigError
 from agentbench.records import Step
 
@@ -110,4 +111,4 @@ class LinUCBAgent:
         return decisions
 
     def supports(self, family: str) -> bool:
-        return family == "cb"
+        return family == CONTEXTUAL_FAMILY

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentbench.agent.interface import Decision, Turn
+from agentbench.envs import TICTACTOE_FAMILY
 from agentbench.envs.opponents import (
     DEFAULT_MCTS_SIMULATIONS,
     MCTSOpponent,
@@ -49,7 +50,7 @@ class TicTacToePlayer:
         ]
 
     def supports(self, family: str) -> bool:
-        return family == "tictactoe"
+        return family == TICTACTOE_FAMILY
 
 
 def minimax_player() -> TicTacToePlayer:

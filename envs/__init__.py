@@ -14,6 +14,11 @@ from agentbench.envs.protocol import (
     text_env,
 )
 from agentbench.envs.registration import (
+    ARM_FAMILIES,
+    BANDIT_FAMILY,
+    CONTEXTUAL_FAMILY,
+    FAMILIES,
+    TICTACTOE_FAMILY,
     EnvPreset,
     get_preset,
     list_envs,
@@ -23,6 +28,11 @@ from agentbench.envs.registration import (
 )
 
 __all__ = [
+    "ARM_FAMILIES",
+    "BANDIT_FAMILY",
+    "CONTEXTUAL_FAMILY",
+    "FAMILIES",
+    "TICTACTOE_FAMILY",
     "INFO_ACTION_LABEL",
     "INFO_LEGAL_ACTIONS",
     "EnvPreset",

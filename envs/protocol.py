@@ -68,14 +68,20 @@ def check_action(action: Any, n_actions: int, meaning: str = "") -> int:
     return index
 
 
+TRANSITION_LINE = "Step={step}{state} Action={label} Reward={reward}"
+TRANSITION_STATE = " State={state}"  # the {state} part of TRANSITION_LINE, when there is one
+
+
 def format_transition(step: int, label: str, reward: float, state: str = "") -> str:
     """The history line of SPEC.md section 2, shared by the built-in envs.
 
     ``Step=3 Action=green Reward=0.41`` or, with a state,
     ``Step=3 State=102000000 Action=4 Reward=0``.
     """
-    state_part = f" State={state}" if state else ""
-    return f"Step={step}{state_part} Action={label} Reward={format_reward(reward)}"
+    state_part = TRANSITION_STATE.format(state=state) if state else ""
+    return TRANSITION_LINE.format(
+        step=step, state=state_part, label=label, reward=format_reward(reward)
+    )
 
 
 def format_reward(reward: float) -> str:

@@ -35,14 +35,20 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-from agentbench.envs.bandits import TAPE_VERSIONS
+from agentbench.envs.bandits import LABEL_VARIANTS, TAPE_VERSIONS
 from agentbench.errors import ConfigError
 
 NAMESPACE = "agentbench"
 BANDIT_ARMS = (5, 10, 20)
 NOISE_LEVELS = ("low", "medium", "high")
-LABEL_VARIANTS = ("button", "continuous")
 TICTACTOE_OPPONENTS = ("random", "minimax", "mcts", "noisy-mcts")
+
+# The env families, what ``Agent.supports(family)`` is asked about.
+BANDIT_FAMILY = "mab"  # multi-armed bandits
+CONTEXTUAL_FAMILY = "cb"  # contextual bandits
+TICTACTOE_FAMILY = "tictactoe"
+FAMILIES = (BANDIT_FAMILY, CONTEXTUAL_FAMILY, TICTACTOE_FAMILY)
+ARM_FAMILIES = frozenset({BANDIT_FAMILY, CONTEXTUAL_FAMILY})  # the actions are arms
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ def _register_builtin() -> None:
                 f"{NAMESPACE}/{family}-v{version}",
                 bandit,
                 vector_entry_point=bandit_vec,
-                family="mab",
+                family=BANDIT_FAMILY,
                 description=(
                     f"{distribution} bandit; set n_arms, noise, labels, horizon as kwargs{tapes}"
                 ),
@@ -216,7 +222,7 @@ def _register_builtin() -> None:
                     f"{NAMESPACE}/{family}-{n_arms}arms-{noise}-{labels}-v{version}",
                     bandit,
                     vector_entry_point=bandit_vec,
-                    family="mab",
+                    family=BANDIT_FAMILY,
                     description=(
                         f"{distribution} bandit, {n_arms} arms, {noise} noise, "
                         f"{labels} labels, horizon 50{tapes}"
@@ -235,7 +241,7 @@ def _register_builtin() -> None:
     register_env(
         f"{NAMESPACE}/ContextualBandit-v0",
         contextual,
-        family="cb",
+        family=CONTEXTUAL_FAMILY,
         description="semi-synthetic contextual bandit; set n_arms, horizon, rank as kwargs",
         preset=False,
     )
@@ -243,14 +249,14 @@ def _register_builtin() -> None:
         register_env(
             f"{NAMESPACE}/ContextualBandit-{n_arms}arms-v0",
             contextual,
-            family="cb",
+            family=CONTEXTUAL_FAMILY,
             description=f"semi-synthetic movie recommendation, {n_arms} movies, horizon 50",
             kwargs={"n_arms": n_arms},
         )
     register_env(
         f"{NAMESPACE}/MovieLensBandit-v0",
         "agentbench.envs.contextual:make_movielens_env",
-        family="cb",
+        family=CONTEXTUAL_FAMILY,
         description="contextual bandit from a MovieLens ratings file; needs ratings_path=...",
         preset=False,
     )
@@ -259,7 +265,7 @@ def _register_builtin() -> None:
     register_env(
         f"{NAMESPACE}/TicTacToe-v0",
         tictactoe,
-        family="tictactoe",
+        family=TICTACTOE_FAMILY,
         description="tic-tac-toe; set opponent, agent_side, mcts_simulations as kwargs",
         preset=False,
     )
@@ -267,7 +273,7 @@ def _register_builtin() -> None:
         register_env(
             f"{NAMESPACE}/TicTacToe-{opponent}-v0",
             tictactoe,
-            family="tictactoe",
+            family=TICTACTOE_FAMILY,
             description=f"tic-tac-toe against a {opponent} opponent, agent plays X",
             kwargs={"opponent": opponent},
         )

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from agentbench.agent import factory
-from agentbench.analysis.planted import KnowingButGreedyModel
 from agentbench.cli import main
+from agentbench.testing.planted import KnowingButGreedyModel
 
 
 def test_analyze_then_report_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -1,6 +1,6 @@
 """The failure-mode probes find the failures planted in scripted models, and only those.
 
-Planted models (analysis/planted.py) read the prompt text like an LLM and fail
+Planted models (agentbench/testing/planted.py) read the prompt text like an LLM and fail
 in a known way; each probe must report that failure with the numbers the
 SPEC's definitions predict, also through the real runner and on a real (tiny)
 model's scoring and generation path.
@@ -35,13 +35,6 @@ from agentbench.analysis.knowing_doing import (
     parse_ucb_values,
     run_knowing_doing_probe,
 )
-from agentbench.analysis.planted import (
-    FrequencyBiasedModel,
-    GreedyModel,
-    KnowingButGreedyModel,
-    UCBModel,
-    read_prompt,
-)
 from agentbench.envs import make
 from agentbench.errors import ConfigError
 from agentbench.metrics import (
@@ -55,6 +48,13 @@ from agentbench.metrics import (
 from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.records import Step
 from agentbench.rollout import play
+from agentbench.testing.planted import (
+    FrequencyBiasedModel,
+    GreedyModel,
+    KnowingButGreedyModel,
+    UCBModel,
+    read_prompt,
+)
 
 ENV_10 = "agentbench/GaussianBandit-10arms-medium-button-v0"
 RGB = ["blue", "green", "red"]

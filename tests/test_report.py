@@ -337,7 +337,7 @@ def test_bad_sources_raise_config_errors(tmp_path: Path) -> None:
 def test_probe_results_from_the_real_probes_read_into_the_report(tmp_path: Path) -> None:
     from agentbench.analysis.frequency_bias import run_frequency_bias_probe
     from agentbench.analysis.knowing_doing import run_knowing_doing_probe
-    from agentbench.analysis.planted import FrequencyBiasedModel, KnowingButGreedyModel
+    from agentbench.testing.planted import FrequencyBiasedModel, KnowingButGreedyModel
 
     bias = run_frequency_bias_probe(FrequencyBiasedModel(), n_prefixes=2, progress=False)
     gap = run_knowing_doing_probe(KnowingButGreedyModel(), n_histories=10, progress=False)

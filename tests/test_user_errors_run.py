@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from agentbench.agent import factory
-from agentbench.analysis.planted import KnowingButGreedyModel
 from agentbench.cli import main
 from agentbench.errors import ConfigError
 from agentbench.records import read_episodes
+from agentbench.testing.planted import KnowingButGreedyModel
 
 BANDIT = "agentbench/GaussianBandit-5arms-low-button-v0"
 GOOD_SUITE = f'episodes = 2\nagents = ["ucb"]\nenvs = ["{BANDIT}"]\n'

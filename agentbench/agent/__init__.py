@@ -1,4 +1,4 @@
-"""Agents: the shared interface (and, later, the LLM agent)."""
+"""Agents: the shared interface, the LLM agent (its context, answer parsing) and the factory."""
 
 from agentbench.agent.interface import Agent, Decision, Turn
 

@@ -20,13 +20,13 @@ from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.records import Step
 
+ACTION_LIST = "one of the actions: {labels}."  # the legal actions, in both instructions
 COT_INSTRUCTION = (
     "Think step by step, briefly, about which action to take next. Then end your answer "
-    "with {example}, where X is one of the actions: {labels}."
+    "with {example}, where X is " + ACTION_LIST
 )
 DIRECT_INSTRUCTION = (
-    "Answer only with {example}, where X is one of the actions: {labels}. "
-    "Do not write anything else."
+    "Answer only with {example}, where X is " + ACTION_LIST + " Do not write anything else."
 )
 QUESTION = "Step {step}: which action do you take?"
 NO_HISTORY = "No steps taken yet."

@@ -17,14 +17,13 @@ from typing import Any
 from agentbench.agent.context import ContextSettings, build_context, shuffled_labels
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
-from agentbench.envs import get_preset
+from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY, get_preset
 from agentbench.errors import ConfigError
 from agentbench.models.interface import Chat, Generation, GenerationConfig, TextGenerator
 
 DIRECT_BUDGET = 16  # generation budget without CoT: only ACTION=X (SPEC.md 2)
 # Families whose actions are interchangeable arms: there "untried actions first"
 # and relabelling the actions make sense (not for board cells).
-ARM_FAMILIES = frozenset({"mab", "cb"})
 TRY_ALL_RATIONALE = (
     "I have not tried {label} yet, and I try every action once before choosing among them. {action}"
 )
@@ -144,7 +143,7 @@ class LLMAgent:
         if not self.settings.randomise_labels:
             return _Pending(index, build_context(turn.env, turn.history, self.settings.context),
                             list(labels))  # fmt: skip
-        if _family(turn) != "mab":
+        if _family(turn) != BANDIT_FAMILY:
             raise ConfigError(
                 f"randomise_labels needs interchangeable action labels (multi-armed "
                 f"bandits); {turn.env_id} names its actions"

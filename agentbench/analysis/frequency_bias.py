@@ -46,7 +46,7 @@ from scipy.special import log_softmax
 
 from agentbench.agent.context import ContextSettings, build_context
 from agentbench.agent.parsing import format_action
-from agentbench.envs import get_preset, make, text_env
+from agentbench.envs import BANDIT_FAMILY, get_preset, make, text_env
 from agentbench.envs.protocol import TextEnv, format_reward
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means, greedy_actions
@@ -55,7 +55,6 @@ from agentbench.records import Step
 
 PROBE_ENV_ID = "agentbench/GaussianBandit-10arms-medium-button-v0"  # the published setting
 BANDIT_PARAMETRIC_ID = "agentbench/GaussianBandit-v0"  # takes a preset's kwargs, any horizon
-BANDIT_FAMILY = "mab"
 DEFAULT_PREFIX_LENGTHS = tuple(range(2, 11))
 DEFAULT_REPETITIONS = tuple(range(0, 101, 5))
 # Repetition buckets of the report, both ends inclusive.

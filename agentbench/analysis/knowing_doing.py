@@ -57,9 +57,10 @@ from agentbench.models.interface import Chat, GenerationConfig, TextGenerator
 from agentbench.records import Step
 
 UCB_OPEN, UCB_CLOSE = "<ucb_values>", "</ucb_values>"
+UCB_BONUS = "sqrt({c:g} ln t / n)"  # as the instruction writes the exploration bonus
 UCB_INSTRUCTION = (
     "Choose this step's action by the UCB rule. The UCB value of an action is its mean "
-    "reward + sqrt({c:g} ln t / n), where t = {t} is the number of steps so far and n is "
+    "reward + " + UCB_BONUS + ", where t = {t} is the number of steps so far and n is "
     "the number of times the action was chosen; an action never chosen has the value inf, "
     "so untried actions come first. Write the UCB value of every action inside "
     f"{UCB_OPEN}...{UCB_CLOSE} as label: value pairs separated by commas. Then end your "

@@ -32,23 +32,46 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax
 
+from agentbench.agent.context import ACTION_LIST
 from agentbench.agent.parsing import format_action, normalise_label, parse_action
-from agentbench.analysis.knowing_doing import format_ucb_values
+from agentbench.analysis.knowing_doing import UCB_BONUS, UCB_OPEN, format_ucb_values
 from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
+from agentbench.envs.protocol import TRANSITION_LINE, TRANSITION_STATE
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.records import Step
 
-# What the prompt reader looks for; the texts come from agent/context.py, the
-# env's format_transition and the knowing-doing instruction.
+
+def _pattern(template: str, fields: dict[str, str]) -> str:
+    """A regex matching ``template`` (a str.format template) with each ``{field}`` (or
+    ``{field:spec}``) replaced by the regex given for it; the rest matches literally."""
+    parts = re.split(r"(\{\w+(?::[^}]*)?\})", template)
+    return "".join(
+        fields[part[1:-1].split(":")[0]] if part.startswith("{") else re.escape(part)
+        for part in parts
+    )
+
+
+# What the prompt reader looks for, built from the texts the prompts are made of:
+# the env's history line, the agent's output instruction, the knowing-doing request.
 HISTORY_LINE = re.compile(
-    r"^Step=(?P<t>\d+)(?: State=\S*)? Action=(?P<label>.+?) Reward=(?P<reward>\S+)[ \t]*$",
+    "^"
+    + _pattern(
+        TRANSITION_LINE,
+        {
+            "step": r"(?P<t>\d+)",
+            "state": "(?:" + _pattern(TRANSITION_STATE, {"state": r"\S*"}) + ")?",
+            "label": "(?P<label>.+?)",
+            "reward": r"(?P<reward>\S+)",
+        },
+    )
+    + r"[ \t]*$",
     re.MULTILINE,
 )
-ACTION_LIST = re.compile(r"one of the actions: (?P<labels>.+?)\.(?=\s|$)")
-UCB_REQUEST = "<ucb_values>"
-UCB_CONSTANT = re.compile(r"sqrt\(\s*(?P<c>[^\s)]+) ln t / n\)")
+ACTION_LIST_PATTERN = re.compile(_pattern(ACTION_LIST, {"labels": "(?P<labels>.+?)"}) + r"(?=\s|$)")
+UCB_REQUEST = UCB_OPEN
+UCB_CONSTANT = re.compile(_pattern(UCB_BONUS, {"c": r"\s*(?P<c>[^\s)]+)"}))
 # Log-prob logit of a scoring candidate that names no action: far below any label.
 UNRECOGNISED_LOGIT = -100.0
 
@@ -80,7 +103,7 @@ def read_prompt(chat: Chat) -> BanditPrompt:
     if not users:
         raise ConfigError("a planted model needs a user message to read; the chat has none")
     text = users[-1]
-    listed = list(ACTION_LIST.finditer(text))
+    listed = list(ACTION_LIST_PATTERN.finditer(text))
     if not listed:
         raise ConfigError(
             "a planted model reads the actions from 'one of the actions: a, b, c.'; "
