@@ -33,7 +33,6 @@ class Step:
     valid: bool = True  # False: the agent's answer was unparseable or not a legal action
     illegal: bool = False  # the env judged the move illegal (tic-tac-toe)
     proposed: int | None = None  # what the agent answered (None: nothing parseable)
-    shaping: float = 0.0  # training-only shaping reward (invalid penalty), kept apart
     expected_reward: float | None = None  # bandits: mean of the executed arm
     optimal_action: int | None = None  # bandits: best arm for this step
     regret: float | None = None  # bandits: expected regret of this step
@@ -55,6 +54,9 @@ class Episode:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     family: str = ""
     outcome: str | None = None  # tic-tac-toe: win / draw / loss
+    # what the agent ran with, every default filled in (agent.interface.resolved_settings);
+    # empty in records written before agentbench recorded it
+    agent_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -75,8 +77,20 @@ class Episode:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Episode:
         data = dict(data)
-        data["steps"] = [Step(**step) for step in data.get("steps", [])]
+        data["steps"] = [Step(**_current_step(step)) for step in data.get("steps", [])]
         return cls(**data)
+
+
+# Step fields that older records hold and this version no longer writes. ``shaping``:
+# the -5 invalid-answer penalty was written on every invalid step whatever penalty a
+# trainer applied, and no trainer read it; trainers shape rewards from ``valid``.
+_RETIRED_STEP_FIELDS = frozenset({"shaping"})
+
+
+def _current_step(step: dict[str, Any]) -> dict[str, Any]:
+    if _RETIRED_STEP_FIELDS.isdisjoint(step):
+        return step
+    return {key: value for key, value in step.items() if key not in _RETIRED_STEP_FIELDS}
 
 
 # (name, default) of every Step field in order; _NO_DEFAULT for the fields always written.
@@ -255,7 +269,7 @@ def _episode_from_line(line: bytes, where: str) -> Episode:
         if not isinstance(step, dict):
             problem = f"step {index} is not a JSON object"
             break
-        problem = _field_problem(step, _STEP_FIELDS)
+        problem = _field_problem(_current_step(step), _STEP_FIELDS)
         if problem is not None:
             problem = f"step {index}: {problem}"
             break

@@ -19,12 +19,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agentbench.agent.interface import Agent, Decision, Turn
+from agentbench.agent.interface import Agent, Decision, Turn, resolved_settings
 from agentbench.envs import get_preset, make, text_env
 from agentbench.envs.protocol import TextEnv
 from agentbench.errors import ConfigError
 from agentbench.records import Episode, Step, to_jsonable
-from agentbench.shaping import INVALID_ACTION_PENALTY
 
 # Independent random streams derived from an episode seed.
 _AGENT_STREAM = 1  # the agent's own draws (random baseline, epsilon, sampling)
@@ -80,10 +79,11 @@ def rollout(
     """
     env_kwargs = dict(env_kwargs or {})
     family = get_preset(env_id).family
+    settings = resolved_settings(agent)
     pending = deque(int(seed) for seed in seeds)
     envs = [make(env_id, **env_kwargs) for _ in range(min(num_envs, len(pending)))]
-    slots: list[_Slot] = [_start(env, env_id, env_kwargs, family, agent, pending.popleft(),
-                                 sample) for env in envs]  # fmt: skip
+    slots: list[_Slot] = [_start(env, env_id, env_kwargs, family, agent, settings,
+                                 pending.popleft(), sample) for env in envs]  # fmt: skip
     finished: list[Episode] = []
     while slots:
         turns = [
@@ -110,7 +110,7 @@ def rollout(
                 on_episode(slot.episode)
             if pending:
                 still_live.append(_start(slot.env, env_id, env_kwargs, family, agent,
-                                         pending.popleft(), sample))  # fmt: skip
+                                         settings, pending.popleft(), sample))  # fmt: skip
             else:
                 slot.env.close()
         slots = still_live
@@ -123,6 +123,7 @@ def _start(
     env_kwargs: dict[str, Any],
     family: str,
     agent: Agent,
+    settings: dict[str, Any],
     seed: int,
     sample: int,
 ) -> _Slot:
@@ -136,6 +137,7 @@ def _start(
         action_labels=list(view.action_labels()),
         env_kwargs=to_jsonable(env_kwargs),
         family=family,
+        agent_settings=dict(settings),
     )
     fallback = np.random.default_rng([seed, _FALLBACK_STREAM])
     return _Slot(env, view, episode, observation, info, agent_rng(seed, sample), fallback)
@@ -160,7 +162,6 @@ def _advance(slot: _Slot, proposed: int | None, text: str) -> bool:
             # a real action of the env that the current state forbids
             illegal=bool(info.get("illegal", False)) or (in_space and not valid),
             proposed=None if proposed is None else int(proposed),
-            shaping=0.0 if valid else INVALID_ACTION_PENALTY,
             expected_reward=_maybe_float(info.get("expected_reward")),
             optimal_action=_maybe_int(info.get("optimal_action")),
             regret=_maybe_float(info.get("regret")),

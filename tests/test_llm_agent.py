@@ -3,6 +3,8 @@ batching and every exploration switch."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -18,12 +20,12 @@ from agentbench.agent.llm import (
     LLMAgentSettings,
     settings_from_dict,
 )
+from agentbench.baselines import make_agent
 from agentbench.envs import make, text_env
 from agentbench.errors import ConfigError
 from agentbench.models.interface import Chat, Generation, GenerationConfig
-from agentbench.records import Step
+from agentbench.records import Episode, Step
 from agentbench.rollout import agent_rng, play
-from agentbench.shaping import INVALID_ACTION_PENALTY
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -133,6 +135,18 @@ def test_agent_plays_through_the_runner_with_one_generate_call_per_step() -> Non
         assert episode.steps[0].text.endswith("ACTION=blue")
 
 
+def test_episodes_record_the_settings_the_agent_ran_with_defaults_included() -> None:
+    agent = LLMAgent(ScriptedGenerator(_first_listed_action), LLMAgentSettings(budget=64))
+    (episode,) = play(agent, "agentbench/GaussianBandit-5arms-medium-button-v0", [0])
+    settings = episode.agent_settings
+    assert settings["model"] == "scripted" and settings["budget"] == 64
+    assert settings == {"model": "scripted", **dataclasses.asdict(LLMAgentSettings(budget=64))}
+    restored = Episode.from_dict(json.loads(episode.to_json()))
+    assert restored.agent_settings == settings  # through the JSONL record
+    (ucb,) = play(make_agent("ucb", c=0.5), "agentbench/GaussianBandit-5arms-medium-button-v0", [0])
+    assert ucb.agent_settings == {"c": 0.5}
+
+
 def test_without_cot_the_budget_is_16_tokens() -> None:
     generator = ScriptedGenerator(lambda chat, config, seed: "ACTION=0")
     agent = LLMAgent(generator, LLMAgentSettings(cot=False, budget=512))
@@ -145,7 +159,6 @@ def test_an_unparseable_answer_is_a_random_legal_action_flagged_invalid() -> Non
     agent = LLMAgent(generator)
     (episode,) = play(agent, "agentbench/TicTacToe-random-v0", [3])
     assert all(not step.valid for step in episode.steps)
-    assert all(step.shaping == INVALID_ACTION_PENALTY for step in episode.steps)
     assert not any(step.illegal for step in episode.steps)
     assert len({step.action for step in episode.steps}) == len(episode.steps)  # legal moves
 

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 from agentbench import metrics
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.analysis.greediness import (
     LLMSetting,
     analyse_runs,
+    llm_setting,
     parse_agent_label,
-    parse_llm_label,
 )
 from agentbench.analysis.report import ReportPaths, write_report
 from agentbench.baselines import make_agent
@@ -256,15 +257,19 @@ def test_settings_table_appears_for_llm_agents_that_differ_in_budget(report, tmp
     root, _ = report
     episodes = [ep for ep in read_episodes(root / "before" / EPISODES_FILE) if ep.env_id == BANDIT]
     renamed = {
-        "greedy": "llm(model=tiny,budget=32)",
-        "random": "llm(model=tiny,budget=64)",
-        "ucb": "llm(model=other)",
+        "greedy": ("llm(model=tiny,budget=32)", LLMAgentSettings(budget=32), "tiny"),
+        "random": ("llm(model=tiny,budget=64)", LLMAgentSettings(budget=64), "tiny"),
+        "ucb": ("llm(model=other)", LLMAgentSettings(), "other"),
     }
     fake = []
     for episode in episodes:
         if episode.agent in renamed:
+            label, settings, model = renamed[episode.agent]
             steps = [dataclasses.replace(step, valid=step.t % 4 != 0) for step in episode.steps]
-            fake.append(dataclasses.replace(episode, agent=renamed[episode.agent], steps=steps))
+            recorded = {"model": model, **dataclasses.asdict(settings)}
+            fake.append(
+                dataclasses.replace(episode, agent=label, steps=steps, agent_settings=recorded)
+            )
     run = tmp_path / "llm-run"
     write_episodes(run / EPISODES_FILE, fake)  # a run dir without config.json is fine too
     paths = write_report([run], tmp_path / "out")
@@ -272,7 +277,7 @@ def test_settings_table_appears_for_llm_agents_that_differ_in_budget(report, tmp
     section = _section(markdown, "### tiny on GaussianBandit-5arms-low-button-v0")
     rows = _table_rows(section)
     assert [r[0] for r in rows] == ["cot=True, budget=32", "cot=True, budget=64"]
-    greedy = [ep for ep in fake if ep.agent == renamed["greedy"]]
+    greedy = [ep for ep in fake if ep.agent == renamed["greedy"][0]]
     assert rows[0][3].startswith(f"{metrics.final_coverage(greedy).mean:.2f}")
     assert rows[0][5].startswith(f"{metrics.invalid_rate(greedy).mean:.2f}")
     assert "### other on" not in markdown  # one setting only: no table
@@ -281,13 +286,12 @@ def test_settings_table_appears_for_llm_agents_that_differ_in_budget(report, tmp
     assert "Chain of thought and generation budget" not in main
 
 
-def test_llm_labels_parse_with_the_agent_defaults() -> None:
-    assert parse_llm_label("llm(model=smollm2-135m-instruct,budget=32)") == LLMSetting(
-        "smollm2-135m-instruct", True, 32
-    )
-    assert parse_llm_label("llm(model=m,cot=False)") == LLMSetting("m", False, 256)
-    assert parse_llm_label("llm(cot=False,try_all=True)").other == (("try_all", "True"),)
-    assert parse_llm_label("ucb") is None and parse_llm_label("llm(budget=lots)") is None
+def test_llm_settings_are_read_from_the_records_not_the_label() -> None:
+    recorded = {"model": "m", "cot": False, "budget": 32, "try_all": True}
+    assert llm_setting(recorded) == LLMSetting("m", False, 32, (("try_all", "True"),))
+    assert llm_setting({"c": 2.0}) is None  # a baseline
+    assert llm_setting({}) is None  # a record written before the settings were recorded
+    # labels still name agents
     assert parse_agent_label("epsilon-greedy(epsilon=0.2)") == (
         "epsilon-greedy",
         {"epsilon": "0.2"},

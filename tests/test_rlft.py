@@ -104,7 +104,7 @@ def _episode(steps: list[tuple[int, float, bool]]) -> Episode:
         2,
         ["0", "1"],
         steps=[
-            Step(t=i + 1, action=a, label=str(a), reward=r, valid=v, shaping=0.0 if v else -5.0)
+            Step(t=i + 1, action=a, label=str(a), reward=r, valid=v)
             for i, (a, r, v) in enumerate(steps)
         ],
     )

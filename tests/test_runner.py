@@ -19,7 +19,6 @@ from agentbench.cli import main
 from agentbench.errors import ConfigError
 from agentbench.records import read_episodes
 from agentbench.rollout import play
-from agentbench.shaping import INVALID_ACTION_PENALTY
 from agentbench.suite import load_suite, run_suite, suite_from_dict
 
 
@@ -42,8 +41,8 @@ def test_invalid_answers_execute_a_random_legal_action_and_are_flagged() -> None
     (episode,) = play(agent, "agentbench/GaussianBandit-5arms-low-button-v0", [3])
     first, second, third = episode.steps[:3]
     assert not first.valid and first.proposed is None and 0 <= first.action < 5
-    assert first.shaping == INVALID_ACTION_PENALTY and not first.illegal
-    assert second.valid and second.action == 2 and second.shaping == 0.0
+    assert not first.illegal
+    assert second.valid and second.action == 2
     assert second.label == "red" and second.text == "t2"
     assert not third.valid and third.proposed == 7 and not third.illegal  # outside the space
     assert [s.t for s in episode.steps] == list(range(1, 51))

@@ -55,7 +55,6 @@ def test_smollm2_plays_a_bandit_and_tictactoe_through_the_runner(tmp_path: Path)
             assert step.text.strip(), "the model generated nothing"
             assert 0 <= step.action < episode.n_actions
             assert step.valid == (step.proposed is not None and not step.illegal)
-            assert step.shaping == (0.0 if step.valid else -5.0)
     # every cell of a game is played once: invalid answers became legal moves
     for game in games:
         assert len({step.action for step in game.steps}) == len(game.steps)

@@ -53,7 +53,6 @@ def _random_episode(rng: np.random.Generator) -> Episode:
                 valid=bool(rng.random() < 0.7),
                 illegal=bool(rng.random() < 0.2),
                 proposed=None if rng.random() < 0.3 else int(rng.integers(-1, 4)),
-                shaping=pick([0.0, -1.0]),
                 expected_reward=None if rng.random() < 0.5 else float(rng.random()),
                 optimal_action=None if rng.random() < 0.5 else int(rng.integers(3)),
                 regret=None if rng.random() < 0.5 else 0.0,
@@ -74,8 +73,8 @@ def test_records_are_written_as_asdict_wrote_them_and_read_back_equal(tmp_path: 
     episodes = [_random_episode(rng) for _ in range(300)]
     for episode in episodes:
         assert episode.to_json() == _asdict_json(episode)
-    # an int reward of 0 is kept (it is not the default 0.0 float), a -0.0 shaping is not
-    step = Step(t=1, action=0, label="a", reward=0, shaping=-0.0)
+    # an int reward of 0 is kept: it is not the default 0.0 float
+    step = Step(t=1, action=0, label="a", reward=0)
     assert json.loads(Episode("a", "e", 0, 1, ["a"], [step]).to_json())["steps"][0] == {
         "t": 1, "action": 0, "label": "a", "reward": 0,
     }  # fmt: skip
@@ -85,6 +84,19 @@ def test_records_are_written_as_asdict_wrote_them_and_read_back_equal(tmp_path: 
     write_episodes(path, episodes)
     again = read_episodes(path)
     assert [ep.to_json() for ep in again] == [ep.to_json() for ep in episodes]
+
+
+def test_records_written_before_shaping_was_retired_still_read(tmp_path: Path) -> None:
+    old = (
+        '{"agent":"llm","env_id":"e","seed":0,"n_actions":2,"action_labels":["a","b"],'
+        '"steps":[{"t":1,"action":1,"label":"b","reward":0.5,"valid":false,"shaping":-5.0}]}'
+    )
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(old + "\n", encoding="utf-8")
+    (episode,) = read_episodes(path)
+    assert not episode.steps[0].valid and episode.steps[0].reward == 0.5
+    assert episode.agent_settings == {}  # not recorded then: nothing is guessed
+    assert "shaping" not in episode.to_json()
 
 
 @pytest.mark.parametrize(

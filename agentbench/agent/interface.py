@@ -9,6 +9,7 @@ replay recorded histories in the analysers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -16,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from agentbench.envs.protocol import TextEnv
-from agentbench.records import Step
+from agentbench.records import Step, to_jsonable
 
 
 @dataclass
@@ -63,3 +64,30 @@ class Agent(Protocol):
 
     def supports(self, family: str) -> bool:
         """Whether the agent can play envs of this family ('mab', 'cb', 'tictactoe', ...)."""
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def resolved_settings(agent: Agent) -> dict[str, Any]:
+    """The agent's settings with every default filled in, as JSON values: what it
+    returns from a ``resolved_settings()`` method, else the public fields of a
+    dataclass agent (its name left out), else nothing. Episode records keep this, so
+    an analysis reads what the agent ran with rather than today's defaults.
+
+    A value that is not JSON (a formula, an opponent object) is recorded by its name.
+    """
+    method = getattr(agent, "resolved_settings", None)
+    if callable(method):
+        return to_jsonable(dict(method()))
+    if not dataclasses.is_dataclass(agent):
+        return {}
+    settings = {}
+    for item in dataclasses.fields(agent):
+        if not item.init or item.name == "name" or item.name.startswith("_"):
+            continue
+        value = getattr(agent, item.name)
+        if not isinstance(value, _SCALARS):
+            value = getattr(value, "__name__", type(value).__name__)
+        settings[item.name] = value
+    return settings

@@ -106,6 +106,10 @@ class LLMAgent:
     def supports(self, family: str) -> bool:
         return True
 
+    def resolved_settings(self) -> dict[str, Any]:
+        """The model and every setting, defaults included (see ``resolved_settings``)."""
+        return {"model": self.generator.name, **asdict(self.settings)}
+
     # -- one decision step for a batch of envs ---------------------------------
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(turns)

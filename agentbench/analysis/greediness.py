@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from agentbench.agent.factory import DEFAULT_MODEL, LLM_AGENT
-from agentbench.agent.llm import DIRECT_BUDGET, LLMAgentSettings
+from agentbench.agent.llm import DIRECT_BUDGET
 from agentbench.metrics import (
     CONFIDENCE,
     Estimate,
@@ -112,29 +111,23 @@ class LLMSetting:
         return f"cot=True, budget={self.budget}"
 
 
-_DEFAULT_SETTINGS = LLMAgentSettings()  # the defaults a label leaves out
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+_SETTING_KEYS = ("model", "cot", "budget")
 
 
-def parse_llm_label(label: str) -> LLMSetting | None:
-    """The LLM setting an ``llm(...)`` label records; None for other agents or odd values.
-
-    Keys the label leaves out take the agent's defaults (cot=True, budget=256,
-    the default model).
-    """
-    name, settings = parse_agent_label(label)
-    if name != LLM_AGENT:
+def llm_setting(agent_settings: dict[str, Any]) -> LLMSetting | None:
+    """The LLM setting an episode record's ``agent_settings`` holds (model, cot, budget
+    and the rest); None for other agents and for records written before agentbench
+    recorded the settings, rather than a guess from the label."""
+    if any(key not in agent_settings for key in _SETTING_KEYS):
         return None
-    settings = dict(settings)
-    model = settings.pop("model", DEFAULT_MODEL)
-    cot_text = settings.pop("cot", str(_DEFAULT_SETTINGS.cot)).lower()
-    if cot_text not in _TRUE | _FALSE:
-        return None
-    try:
-        budget = int(settings.pop("budget", _DEFAULT_SETTINGS.budget))
-    except ValueError:
-        return None
-    return LLMSetting(model, cot_text in _TRUE, budget, tuple(sorted(settings.items())))
+    other = tuple(sorted((key, str(value)) for key, value in agent_settings.items()
+                         if key not in _SETTING_KEYS))  # fmt: skip
+    return LLMSetting(
+        str(agent_settings["model"]),
+        bool(agent_settings["cot"]),
+        int(agent_settings["budget"]),
+        other,
+    )
 
 
 # ---------------------------------------------------------------- results
@@ -151,6 +144,7 @@ class GroupGreediness:
     action_labels: list[str]
     action_counts: list[int]  # executed actions per action index, over all steps
     final_regrets: dict[int, float] = field(default_factory=dict)  # seed -> final regret
+    agent_settings: dict[str, Any] = field(default_factory=dict)  # as the records hold them
 
     @property
     def family(self) -> str:
@@ -295,8 +289,19 @@ def _group(source: str, row: dict[str, Any], episodes: Sequence[Episode]) -> Gro
     finals = {}
     if "final_regret" in row:  # every step records a regret (bandits)
         finals = {ep.seed: float(episode_cumulative_regret(ep)[-1]) for ep in episodes if ep.steps}
+    # the settings all of the group's episodes record (none if they disagree)
+    settings = episodes[0].agent_settings
+    if any(episode.agent_settings != settings for episode in episodes):
+        settings = {}
     return GroupGreediness(
-        source, row["agent"], row["env_id"], row, labels, [int(c) for c in counts], finals
+        source,
+        row["agent"],
+        row["env_id"],
+        row,
+        labels,
+        [int(c) for c in counts],
+        finals,
+        dict(settings),
     )
 
 
@@ -368,7 +373,7 @@ def settings_effects(groups: Sequence[GroupGreediness]) -> list[SettingsEffect]:
     """
     tables: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[tuple[LLMSetting, Any]]] = {}
     for group in groups:
-        setting = parse_llm_label(group.agent)
+        setting = llm_setting(group.agent_settings)
         if setting is not None:
             key = (setting.model, group.env_id, setting.other)
             tables.setdefault(key, []).append((setting, group))

@@ -23,7 +23,7 @@ import html
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.analysis.greediness import (
     REFERENCE_AGENTS,
     GreedinessAnalysis,
@@ -622,10 +623,11 @@ class _ReportBuilder:
         )
         for effect in effects:
             title = f"{effect.model} on {_short_env(effect.env_id)}"
-            if effect.other_settings:
-                title += (
-                    " (" + ", ".join(f"{k}={v}" for k, v in effect.other_settings.items()) + ")"
-                )
+            # the shared settings that are not the agent's defaults (the JSON has them all)
+            defaults = {key: str(value) for key, value in asdict(LLMAgentSettings()).items()}
+            shown = {k: v for k, v in effect.other_settings.items() if defaults.get(k) != v}
+            if shown:
+                title += " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
             header = [
                 "setting",
                 "agent",
