@@ -1,35 +1,14 @@
-"""The report: recorded runs and probe results as Markdown, one self-contained HTML file, plots.
-
-A source is a run directory (``episodes.jsonl``, as :func:`agentbench.suite.run_suite`
-writes it) or an analysis directory with probe results (``frequency_bias*.json``,
-``knowing_doing*.json``); one directory may hold both. Several sources make one
-report that compares them side by side (before and after fine-tuning, say):
-each source is labelled by its directory name, and agents of different runs
-stay apart as ``run: agent``.
-
-Everything is computed from the records (:mod:`agentbench.analysis.greediness`
-over :mod:`agentbench.metrics`), so a report can be made again at any time
-without a model. The report is built once as a list of blocks (headings,
-paragraphs, tables, plots) and rendered twice, to Markdown and to HTML; both
-escape every text that comes from data, since agent names, labels and model
-output are arbitrary strings. The HTML embeds its PNGs as data URIs and has
-no scripts or external resources, so it can be mailed or archived as one file.
-"""
+"""The report's sections, built from the analysis: each adds its blocks and plots, or
+nothing when the sources hold no data for it."""
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.analysis.greediness import (
@@ -37,338 +16,39 @@ from agentbench.analysis.greediness import (
     GreedinessAnalysis,
     GroupGreediness,
     agent_name,
-    analyse_runs,
     estimate_mean,
 )
-from agentbench.errors import ConfigError
-from agentbench.io import read_json, write_atomic, write_json
+from agentbench.analysis.report.blocks import (
+    Block,
+    Heading,
+    Paragraph,
+    Plot,
+    Table,
+)
+from agentbench.analysis.report.plots import (
+    BIAS_COLOURS,
+    FIGURE_SIZE,
+    OUTCOME_COLOURS,
+    PlotWriter,
+    new_figure,
+    plot_values,
+    short_env,
+)
+from agentbench.analysis.report.sources import (
+    BIAS_CLASSES,
+    DOING_CLASSES,
+    KNOWING_ROWS,
+    ProbeResult,
+    Source,
+)
 from agentbench.metrics import OUTCOMES
-from agentbench.records import Episode, read_episodes
-from agentbench.suite import CONFIG_FILE, EPISODES_FILE, agent_label
 from agentbench.tables import comparison_tables, estimate_text
 
-REPORT_MARKDOWN = "report.md"
-REPORT_HTML = "report.html"
-PLOTS_DIR = "plots"
-ANALYSIS_FILE = "greediness.json"  # the numbers behind the report, for re-use
-FREQUENCY_BIAS_GLOB = "frequency_bias*.json"
-KNOWING_DOING_GLOB = "knowing_doing*.json"
 
-FIGURE_SIZE = (8.0, 5.0)  # inches; at FIGURE_DPI an 800 x 500 image
-FIGURE_DPI = 100
-PALETTE = colormaps["tab10"]  # one colour per series, the same in every plot
-DOING_CLASSES = ("optimal", "greedy", "other")  # knowing-doing columns
-KNOWING_ROWS = ("correct", "incorrect")
-BIAS_CLASSES = ("frequent", "greedy", "other")  # frequency-bias argmax classes
-OUTCOME_COLOURS = {"win": "#2ca02c", "draw": "#9e9e9e", "loss": "#d62728"}
-BIAS_COLOURS = {"frequent": "#d62728", "greedy": "#ff7f0e", "other": "#1f77b4"}
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    """Where :func:`write_report` put its files."""
-
-    markdown: Path
-    html: Path
-    plots_dir: Path
-    plots: list[Path]
-    analysis: Path
-
-
-# ---------------------------------------------------------------- sources
-
-
-@dataclass
-class ProbeResult:
-    """One probe result file of a source."""
-
-    source: str
-    path: Path
-    data: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        """How plots and tables name the result: run, model and (when it matters) env."""
-        return f"{self.source}: {self.data['model']}"
-
-
-@dataclass
-class Source:
-    """One directory given to the report: a run, probe results, or both."""
-
-    label: str
-    path: Path
-    episodes: list[Episode] | None = None
-    agent_order: list[str] = field(default_factory=list)
-    frequency_bias: list[ProbeResult] = field(default_factory=list)
-    knowing_doing: list[ProbeResult] = field(default_factory=list)
-
-
-def load_sources(paths: Sequence[str | Path]) -> list[Source]:
-    """Read every source, labelled by directory name (with its parent where names repeat)."""
-    paths = [Path(path) for path in paths]
-    if not paths:
-        raise ConfigError("a report needs at least one source: a run or analysis directory")
-    labels = _source_labels(paths)
-    return [_load_source(path, label) for path, label in zip(paths, labels, strict=True)]
-
-
-def _source_labels(paths: Sequence[Path]) -> list[str]:
-    names = [path.resolve().name or str(path) for path in paths]
-    labels = []
-    for path, name in zip(paths, names, strict=True):
-        if names.count(name) > 1:
-            parts = path.resolve().parts
-            name = "/".join(parts[-2:])
-        while name in labels:
-            name += "'"
-        labels.append(name)
-    return labels
-
-
-def _load_source(path: Path, label: str) -> Source:
-    if not path.exists():
-        raise ConfigError(
-            f"report source {path} does not exist: give a run directory (with "
-            f"{EPISODES_FILE}) or an analysis directory with probe results"
-        )
-    if not path.is_dir():
-        raise ConfigError(
-            f"report source {path} is not a directory: give a run directory (with "
-            f"{EPISODES_FILE}) or an analysis directory with probe results"
-        )
-    source = Source(label, path)
-    episodes_path = path / EPISODES_FILE
-    if episodes_path.is_file():
-        source.episodes = _read_run(episodes_path)
-        source.agent_order = _agent_order(path / CONFIG_FILE)
-    source.frequency_bias = [
-        ProbeResult(label, file, _read_probe(file, "frequency_bias"))
-        for file in sorted(path.glob(FREQUENCY_BIAS_GLOB))
-    ]
-    source.knowing_doing = [
-        ProbeResult(label, file, _read_probe(file, "knowing_doing"))
-        for file in sorted(path.glob(KNOWING_DOING_GLOB))
-    ]
-    if source.episodes is None and not source.frequency_bias and not source.knowing_doing:
-        raise ConfigError(
-            f"report source {path} holds neither {EPISODES_FILE} nor probe results "
-            f"({FREQUENCY_BIAS_GLOB}, {KNOWING_DOING_GLOB})"
-        )
-    return source
-
-
-def _read_run(path: Path) -> list[Episode]:
-    try:
-        episodes = read_episodes(path)
-    except (TypeError, KeyError, AttributeError) as error:  # a line with the wrong fields
-        raise ConfigError(f"{path} holds a line that is not an episode record ({error})") from None
-    if not episodes:
-        raise ConfigError(f"{path} holds no episodes: expected one episode record per line")
-    return episodes
-
-
-def _agent_order(config_path: Path) -> list[str]:
-    """The suite's agent labels, so report columns follow the suite like summary.md does."""
-    try:
-        config = read_json(config_path, "run config")
-        return [agent_label(spec) for spec in config["suite"]["agents"]]
-    except (ConfigError, KeyError, TypeError):
-        return []  # no or an older config: the order of the records is as good
-
-
-_PROBE_KEYS = {
-    "frequency_bias": ("model", "env_id", "points", "buckets", "correlation"),
-    "knowing_doing": ("model", "env_id", "table", "knowing_rate", "unparsed", "invalid_actions"),
-}
-
-
-def _read_probe(path: Path, probe: str) -> dict[str, Any]:
-    """A probe result, checked against the schema the report reads."""
-    expected = f"a {probe} probe result (JSON object with {', '.join(_PROBE_KEYS[probe])})"
-    try:
-        data = read_json(path, "probe result")
-    except ConfigError as error:
-        raise ConfigError(f"{error}: expected {expected}") from None
-    if not isinstance(data, dict) or any(key not in data for key in _PROBE_KEYS[probe]):
-        raise ConfigError(f"{path} is malformed: expected {expected}")
-    if data.get("probe", probe) != probe:
-        raise ConfigError(f"{path} holds a {data['probe']!r} result: expected {expected}")
-    # The numbers the report reads, as floats; null (undefined: an empty bucket, no records)
-    # becomes NaN, which the tables show as n/a and the plots leave out.
-    try:
-        if probe == "frequency_bias":
-            for point in data["points"]:
-                point["repetitions"] = float(point["repetitions"])
-                point["entropy"] = _float_or_nan(point["entropy"])
-            for bucket in data["buckets"].values():
-                for name in (*BIAS_CLASSES, "mean_entropy"):
-                    bucket[name] = _float_or_nan(bucket.get(name))
-            data["correlation"] = dict(data["correlation"])
-        else:
-            for row in KNOWING_ROWS:
-                for column in DOING_CLASSES:
-                    data["table"][row][column] = _float_or_nan(data["table"][row][column])
-            data["knowing_rate"] = _float_or_nan(data["knowing_rate"])
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise ConfigError(f"{path} is malformed: expected {expected}") from None
-    return data
-
-
-def _float_or_nan(value: Any) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-# ---------------------------------------------------------------- document blocks
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass(frozen=True)
-class Plot:
-    file_name: str  # under plots/
-    alt: str
-
-
-Block = Heading | Paragraph | Table | Plot
-
-
-def _markdown_text(text: str) -> str:
-    """Data text as inert Markdown: no HTML, links, code spans, emphasis or cell breaks."""
-    text = html.escape(str(text), quote=False)
-    return re.sub(r"([\\`*\[\]|])", r"\\\1", text)
-
-
-def render_markdown(title: str, blocks: Sequence[Block]) -> str:
-    lines = [f"# {_markdown_text(title)}", ""]
-    for block in blocks:
-        if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + _markdown_text(block.text), ""]
-        elif isinstance(block, Paragraph):
-            lines += [_markdown_text(block.text), ""]
-        elif isinstance(block, Table):
-            lines.append("| " + " | ".join(_markdown_text(c) for c in block.header) + " |")
-            lines.append("|" + "---|" * len(block.header))
-            lines += [
-                "| " + " | ".join(_markdown_text(c) for c in row) + " |" for row in block.rows
-            ]
-            lines.append("")
-        else:
-            lines += [f"![{_markdown_text(block.alt)}]({PLOTS_DIR}/{block.file_name})", ""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-h1, h2, h3 { line-height: 1.2; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f2f2f2; }
-tr:nth-child(even) td { background: #fafafa; }
-img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
-"""
-
-
-def render_html(title: str, blocks: Sequence[Block], plots_dir: Path) -> str:
-    """One self-contained page: inline CSS, PNGs as base64 data URIs, every data text escaped."""
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            out.append(f"<p>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            out.append("<table>")
-            out.append(
-                "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in block.header) + "</tr>"
-            )
-            for row in block.rows:
-                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-            out.append("</table>")
-        else:
-            data = base64.b64encode((plots_dir / block.file_name).read_bytes()).decode("ascii")
-            out.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">')
-    out += ["</body>", "</html>", ""]
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------- plots
-
-
-class _PlotWriter:
-    """Saves figures under plots/ with unique file-system-safe names; one colour per series."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.paths: list[Path] = []
-        self._colours: dict[str, Any] = {}
-
-    def colour(self, series: str) -> Any:
-        if series not in self._colours:
-            self._colours[series] = PALETTE(len(self._colours) % PALETTE.N)
-        return self._colours[series]
-
-    def save(self, figure: Figure, name: str, alt: str) -> Plot:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "plot"
-        file_name, number = f"{stem}.png", 2
-        while self.folder / file_name in self.paths:
-            file_name, number = f"{stem}-{number}.png", number + 1
-        figure.tight_layout()
-        figure.savefig(self.folder / file_name, format="png", dpi=FIGURE_DPI)
-        self.paths.append(self.folder / file_name)
-        return Plot(file_name, alt)
-
-
-def _new_figure(width: float = FIGURE_SIZE[0]) -> Figure:
-    # Figure without pyplot: no global state, no GUI backend, PNG through Agg.
-    return Figure(figsize=(width, FIGURE_SIZE[1]), dpi=FIGURE_DPI)
-
-
-def _values(series: Sequence[float | None]) -> np.ndarray:
-    return np.array([math.nan if value is None else value for value in series], dtype=float)
-
-
-def _short_env(env_id: str) -> str:
-    return env_id.removeprefix("agentbench/")
-
-
-# ---------------------------------------------------------------- the report
-
-
-class _ReportBuilder:
+class ReportBuilder:
     """Collects blocks and plots section by section; a section without data adds nothing."""
 
-    def __init__(self, sources: list[Source], analysis: GreedinessAnalysis, plots: _PlotWriter):
+    def __init__(self, sources: list[Source], analysis: GreedinessAnalysis, plots: PlotWriter):
         self.sources = sources
         self.analysis = analysis
         self.plots = plots
@@ -485,7 +165,7 @@ class _ReportBuilder:
         ]
         rows = [
             [
-                _short_env(g.env_id),
+                short_env(g.env_id),
                 self.series(g.source, g.agent),
                 str(g.metrics["n_episodes"]),
                 *(
@@ -522,11 +202,15 @@ class _ReportBuilder:
     def curve_plot(
         self, env_id: str, groups: Sequence[GroupGreediness], curve: str, ylabel: str
     ) -> Plot:
-        figure = _new_figure()
+        figure = new_figure()
         axes = figure.add_subplot()
         for group in groups:
             data = group.metrics["curves"][curve]
-            mean, low, high = _values(data["mean"]), _values(data["low"]), _values(data["high"])
+            mean, low, high = (
+                plot_values(data["mean"]),
+                plot_values(data["low"]),
+                plot_values(data["high"]),
+            )
             steps = np.arange(1, mean.size + 1)
             name = self.series(group.source, group.agent)
             reference = agent_name(group.agent) in REFERENCE_AGENTS
@@ -534,14 +218,14 @@ class _ReportBuilder:
             axes.plot(steps, mean, color=colour, label=name, linestyle="--" if reference else "-")
             axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
         axes.set_title(
-            f"{'Coverage' if curve == 'coverage' else 'Cumulative regret'}: {_short_env(env_id)}"
+            f"{'Coverage' if curve == 'coverage' else 'Cumulative regret'}: {short_env(env_id)}"
         )
         axes.set_xlabel("step")
         axes.set_ylabel(ylabel)
         axes.legend(fontsize="small", loc="best")
         axes.grid(alpha=0.3)
         return self.plots.save(
-            figure, f"{curve}_{_short_env(env_id)}", f"{curve} curves on {_short_env(env_id)}"
+            figure, f"{curve}_{short_env(env_id)}", f"{curve} curves on {short_env(env_id)}"
         )
 
     def regret_section(self) -> None:
@@ -596,7 +280,7 @@ class _ReportBuilder:
                 baseline = f"{pair.reference_source}: {baseline}"
             rows.append(
                 [
-                    _short_env(pair.env_id),
+                    short_env(pair.env_id),
                     self.series(pair.source, pair.agent),
                     baseline,
                     f"{len(pair.shared_seeds)} (agent {pair.agent_seeds}, "
@@ -622,7 +306,7 @@ class _ReportBuilder:
             ),
         )
         for effect in effects:
-            title = f"{effect.model} on {_short_env(effect.env_id)}"
+            title = f"{effect.model} on {short_env(effect.env_id)}"
             # the shared settings that are not the agent's defaults (the JSON has them all)
             defaults = {key: str(value) for key, value in asdict(LLMAgentSettings()).items()}
             shown = {k: v for k, v in effect.other_settings.items() if defaults.get(k) != v}
@@ -673,7 +357,7 @@ class _ReportBuilder:
             members = [g for g in groups if g.env_id == env_id]
             labels = max(members, key=lambda g: len(g.action_labels)).action_labels
             # Wider for many bars, but no wider than two screens' worth.
-            figure = _new_figure(min(16.0, max(FIGURE_SIZE[0], 0.12 * len(labels) * len(members))))
+            figure = new_figure(min(16.0, max(FIGURE_SIZE[0], 0.12 * len(labels) * len(members))))
             axes = figure.add_subplot()
             width = 0.8 / len(members)
             positions = np.arange(len(labels))
@@ -694,7 +378,7 @@ class _ReportBuilder:
                 rotation=45 if len(labels) > 10 else 0,
                 ha="right" if len(labels) > 10 else "center",
             )
-            axes.set_title(f"Actions: {_short_env(env_id)}")
+            axes.set_title(f"Actions: {short_env(env_id)}")
             axes.set_xlabel("action")
             axes.set_ylabel("share of steps")
             axes.legend(fontsize="small", loc="best")
@@ -702,8 +386,8 @@ class _ReportBuilder:
             self.add(
                 self.plots.save(
                     figure,
-                    f"actions_{_short_env(env_id)}",
-                    f"action histogram on {_short_env(env_id)}",
+                    f"actions_{short_env(env_id)}",
+                    f"action histogram on {short_env(env_id)}",
                 )
             )
 
@@ -727,7 +411,7 @@ class _ReportBuilder:
                 ["env", "agent", "invalid rate", "illegal rate"],
                 [
                     [
-                        _short_env(g.env_id),
+                        short_env(g.env_id),
                         self.series(g.source, g.agent),
                         estimate_text(g.metrics.get("invalid_rate")),
                         estimate_text(g.metrics.get("illegal_rate")),
@@ -739,7 +423,7 @@ class _ReportBuilder:
         )
         envs = self.envs(groups)
         names = list(dict.fromkeys(self.series(g.source, g.agent) for g in groups))
-        figure = _new_figure(max(FIGURE_SIZE[0], 1.2 * len(envs)))
+        figure = new_figure(max(FIGURE_SIZE[0], 1.2 * len(envs)))
         axes = figure.add_subplot()
         width = 0.8 / len(names)
         for index, name in enumerate(names):
@@ -760,7 +444,7 @@ class _ReportBuilder:
             )
         axes.set_xticks(
             np.arange(len(envs)),
-            [_short_env(e) for e in envs],
+            [short_env(e) for e in envs],
             rotation=20,
             ha="right",
             fontsize="small",
@@ -785,10 +469,10 @@ class _ReportBuilder:
                 "intervals."
             ),
         )
-        figure = _new_figure()
+        figure = new_figure()
         figure.set_figheight(max(FIGURE_SIZE[1], 0.4 * len(groups) + 1.5))
         axes = figure.add_subplot()
-        names = [f"{self.series(g.source, g.agent)} vs {_short_env(g.env_id)}" for g in groups]
+        names = [f"{self.series(g.source, g.agent)} vs {short_env(g.env_id)}" for g in groups]
         left = np.zeros(len(groups))
         for outcome in OUTCOMES:
             shares = np.array([estimate_mean(g.metrics.get(f"{outcome}_rate")) for g in groups])
@@ -832,7 +516,7 @@ class _ReportBuilder:
                     [
                         result.source,
                         str(result.data["model"]),
-                        _short_env(str(result.data["env_id"])),
+                        short_env(str(result.data["env_id"])),
                         str(bucket),
                         str(shares.get("n", "")),
                         *(_number(shares.get(name)) for name in BIAS_CLASSES),
@@ -871,7 +555,7 @@ class _ReportBuilder:
                     [
                         r.source,
                         str(r.data["model"]),
-                        _short_env(str(r.data["env_id"])),
+                        short_env(str(r.data["env_id"])),
                         str(len(r.data["points"])),
                         _number(r.data["correlation"].get("pearson_r"), ".3f"),
                         _number(r.data["correlation"].get("p_value"), ".2g"),
@@ -884,7 +568,7 @@ class _ReportBuilder:
         self.add(self.entropy_plot(results), self.bucket_plot(results))
 
     def entropy_plot(self, results: Sequence[ProbeResult]) -> Plot:
-        figure = _new_figure()
+        figure = new_figure()
         axes = figure.add_subplot()
         for result in results:
             points = result.data["points"]
@@ -912,7 +596,7 @@ class _ReportBuilder:
         return self.plots.save(figure, "frequency_bias_entropy", "entropy vs repetitions")
 
     def bucket_plot(self, results: Sequence[ProbeResult]) -> Plot:
-        figure = _new_figure(max(FIGURE_SIZE[0], 3.0 * len(results)))
+        figure = new_figure(max(FIGURE_SIZE[0], 3.0 * len(results)))
         panels = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
         for axes, result in zip(panels, results, strict=True):
             buckets = list(result.data["buckets"])
@@ -929,7 +613,7 @@ class _ReportBuilder:
                 bottom += shares
             axes.set_xticks(np.arange(len(buckets)), buckets)
             axes.set_title(
-                f"{result.name}\n{_short_env(str(result.data['env_id']))}", fontsize="small"
+                f"{result.name}\n{short_env(str(result.data['env_id']))}", fontsize="small"
             )
             axes.set_xlabel("repetition bucket")
         panels[0].set_ylabel("share of histories")
@@ -967,7 +651,7 @@ class _ReportBuilder:
                     [
                         r.source,
                         str(r.data["model"]),
-                        _short_env(str(r.data["env_id"])),
+                        short_env(str(r.data["env_id"])),
                         str(r.data.get("n", "")),
                         _percent(100 * r.data["knowing_rate"]),
                         str(r.data["unparsed"]),
@@ -979,7 +663,7 @@ class _ReportBuilder:
         )
         for result in results:
             table = result.data["table"]
-            title = f"{result.name} on {_short_env(str(result.data['env_id']))}"
+            title = f"{result.name} on {short_env(str(result.data['env_id']))}"
             rows = [
                 [
                     f"knowing {row}",
@@ -997,7 +681,7 @@ class _ReportBuilder:
     def knowing_doing_plot(self, result: ProbeResult, title: str) -> Plot:
         table = result.data["table"]
         cells = np.array([[table[row][c] for c in DOING_CLASSES] for row in KNOWING_ROWS])
-        figure = _new_figure()
+        figure = new_figure()
         axes = figure.add_subplot()
         image = axes.imshow(cells, cmap="Blues", vmin=0, vmax=100.0)
         for (i, j), value in np.ndenumerate(cells):
@@ -1040,35 +724,3 @@ def _number(value: Any, spec: str = ".2f") -> str:
     except (TypeError, ValueError):
         return str(value)
     return "n/a" if math.isnan(number) else format(number, spec)
-
-
-def write_report(
-    sources: Sequence[str | Path], out_dir: str | Path, title: str | None = None
-) -> ReportPaths:
-    """Write report.md, report.html, plots/*.png and greediness.json for the sources.
-
-    Raises ConfigError for a missing source or one without episodes or probe results.
-    """
-    loaded = load_sources(sources)
-    runs = {s.label: s.episodes for s in loaded if s.episodes is not None}
-    analysis = analyse_runs(runs)
-    out_dir = Path(out_dir)
-    plots_dir = out_dir / PLOTS_DIR
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for stale in plots_dir.glob("*.png"):  # plots of an earlier report into the same folder
-        stale.unlink()
-    plots = _PlotWriter(plots_dir)
-    blocks = _ReportBuilder(loaded, analysis, plots).build()
-    title = title or "agentbench report: " + ", ".join(s.label for s in loaded)
-
-    paths = ReportPaths(
-        out_dir / REPORT_MARKDOWN,
-        out_dir / REPORT_HTML,
-        plots_dir,
-        list(plots.paths),
-        out_dir / ANALYSIS_FILE,
-    )
-    write_json(paths.analysis, analysis.to_dict())
-    write_atomic(paths.markdown, render_markdown(title, blocks))
-    write_atomic(paths.html, render_html(title, blocks, plots_dir))
-    return paths
