@@ -7,9 +7,11 @@ with status 2; a traceback means a bug in agentbench.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import FAMILIES, list_envs
 from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.io import write_json
+from agentbench.settings import HELP, settings_help_text
 from agentbench.suite import (
     Suite,
     agent_label,
@@ -180,8 +183,8 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         ReturnConditionedConfig,
     )
     from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.config import config_from_dict
     from agentbench.rlft.sft import SFTConfig
+    from agentbench.settings import config_from_dict
 
     trainer_class, config_class = {
         "expert-iteration": (ExpertIteration, ExpertIterationConfig),
@@ -253,16 +256,13 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     from agentbench.envs import get_preset
     from agentbench.rlft.checkpoint import export_model
     from agentbench.rlft.sft import SFTConfig, expert_dataset, train_sft
+    from agentbench.settings import config_from_dict
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
-    config = SFTConfig(
-        learning_rate=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        seed=args.seed,
-        progress=True,
-    )
+    names = _config_option_names(SFTConfig, SFT_CLI_SKIP)
+    given = {name: getattr(args, name) for name in names}
+    given = {name: value for name, value in given.items() if value is not None}
+    config = config_from_dict(SFTConfig, {**given, "seed": args.seed, "progress": True}, "SFT")
     history = None if args.history_length == "all" else int(args.history_length)
     context = ContextSettings(cot=args.mode == "thought", history_length=history)
     env_kwargs = _key_values(args.env_arg)
@@ -366,7 +366,64 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+SFT_CLI_SKIP = ("seed", "progress")  # --seed is also the expert's; progress is always on
+CLI_ALIASES = {"learning_rate": ("--lr",)}  # the short spelling earlier versions took
+
+
+def _config_option_names(cls: type, skip: Sequence[str]) -> list[str]:
+    """The fields of a config class that have a command-line option: the plain ones."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str]) -> None:
+    """One --option per field of ``cls`` (not in ``skip``), with the help and default the
+    field declares (agentbench.settings); an option left out keeps that default."""
+    hints = typing.get_type_hints(cls)
+    for name in _config_option_names(cls, skip):
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        kind = hints[name]
+        options = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+        flags = ["--" + name.replace("_", "-"), *CLI_ALIASES.get(name, ())]
+        help_text = f"{field.metadata.get(HELP, '')} (default: {field.default})"
+        if options[0] is bool:
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)  # fmt: skip
+        else:
+            parser.add_argument(*flags, dest=name, type=options[0], default=None, metavar="X",
+                                help=help_text)  # fmt: skip
+
+
+def _training_settings_epilog() -> str:
+    """Every setting a training config can hold, with its default and help."""
+    from agentbench.rlft.config import PPOConfig
+    from agentbench.rlft.expert_iteration import ExpertIterationConfig
+    from agentbench.rlft.return_conditioned import ReturnConditionedConfig
+    from agentbench.rlft.sampling import SelfTrainingConfig
+    from agentbench.rlft.sft import SFTConfig
+
+    shared = {f.name for f in dataclasses.fields(SelfTrainingConfig)}
+    parts = [
+        "PPO settings (method = \"ppo\", the default; agentbench/rlft/config.py):",
+        settings_help_text(PPOConfig),
+        "Expert iteration and return-conditioned training (method = \"expert-iteration\" or "
+        "\"return-conditioned\"), shared settings:",
+        settings_help_text(SelfTrainingConfig, skip=("sft",)),
+        "method = \"expert-iteration\" only:",
+        settings_help_text(ExpertIterationConfig, skip=tuple(shared)),
+        "method = \"return-conditioned\" only:",
+        settings_help_text(ReturnConditionedConfig, skip=tuple(shared)),
+        "[sft] table of the self-training methods (SFTConfig):",
+        settings_help_text(SFTConfig),
+    ]
+    return "\n\n".join(parts)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line. The settings of ``train`` and ``sft`` come from the training
+    config classes, which import torch: they are added only when ``argv`` (default:
+    sys.argv) names that command, so the other commands start fast."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="agentbench",
         description="A gym and benchmark for LLM agents that make decisions.",
@@ -423,8 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", help="report title")
     report.set_defaults(func=_cmd_report)
 
+    epilog = _training_settings_epilog() if command == "train" else None
     train = sub.add_parser("train", help="RL fine-tune an LLM agent: PPO, expert iteration or "
-                           "return-conditioned training (TOML config)")  # fmt: skip
+                           "return-conditioned training (TOML config)", epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     train.add_argument("config", help="TOML config: PPOConfig fields (agentbench/rlft/config.py), "
                        "or method = \"expert-iteration\" / \"return-conditioned\" and that "
                        "method's config fields")  # fmt: skip
@@ -446,10 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--mode", choices=["behaviour", "thought"], default="behaviour")
     sft.add_argument("--episodes", type=int, default=16, help="expert episodes (seeds seed..)")
     sft.add_argument("--history-length", default="50", help="transitions in the context, or all")
-    sft.add_argument("--epochs", type=int, default=2)
-    sft.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    sft.add_argument("--batch-size", type=int, default=16)
-    sft.add_argument("--micro-batch-size", type=int, default=8)
+    if command == "sft":
+        from agentbench.rlft.sft import SFTConfig
+
+        _add_config_options(sft, SFTConfig, SFT_CLI_SKIP)
     sft.add_argument("--lora", action="store_true", help="train LoRA adapters, merged on export")
     sft.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
     sft.add_argument("--dtype", default="float32", help="weights dtype (bfloat16 with --lora)")
@@ -477,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     # Wide tables (one column per agent) should not be cut to 80 columns in a pipe or log.
     console = Console(width=None if sys.stdout.isatty() else 200)
     try:

@@ -20,6 +20,7 @@ from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
 from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY, get_preset
 from agentbench.errors import ConfigError
 from agentbench.models.interface import Chat, Generation, GenerationConfig, TextGenerator
+from agentbench.settings import config_from_dict, setting
 
 DIRECT_BUDGET = 16  # generation budget without CoT: only ACTION=X (SPEC.md 2)
 # Families whose actions are interchangeable arms: there "untried actions first"
@@ -38,19 +39,29 @@ SELF_CORRECTION_PROMPT = (
 class LLMAgentSettings:
     """Every knob of the LLM agent, with its default and where it comes from."""
 
-    cot: bool = True  # think briefly, then ACTION=X (SPEC.md 2); False: ACTION=X only
-    budget: int = 256  # generation budget G with CoT (ablations: 16, 64, 256, 512, 2048)
-    history_length: int | None = 50  # C: past transitions in the context; None = all
-    temperature: float = 0.0  # 0 = greedy (evaluation); rollouts for training use 1.0
-    top_p: float = 1.0
-    try_all: bool = False  # play every untried action first (bandits), template rationale
-    epsilon: float = 0.0  # epsilon-greedy mechanism: random action w.p. epsilon (SPEC: 0.1)
-    randomise_labels: bool = False  # shuffle action labels every step (bandits), map back
-    summary: bool = False  # append per-action count and mean reward to the context
-    self_correction: bool = False  # a second pass sees the first answer and may revise it
-    self_consistency: int = 1  # k samples with majority vote (SPEC: 16); 1 = off
-    consistency_temperature: float = 1.0  # sampling temperature of the k samples
-    return_token: str | None = None  # return-conditioned RL: "Target return: X." in the context
+    cot: bool = setting(True, "think briefly, then ACTION=X (SPEC.md 2); False: ACTION=X only")
+    budget: int = setting(256, "generation budget G with CoT (ablations: 16, 64, 256, 512, 2048)")
+    history_length: int | None = setting(50, "C: past transitions in the context; None = all")
+    temperature: float = setting(0.0, "0 = greedy (evaluation); rollouts for training use 1.0")
+    top_p: float = setting(
+        1.0,
+        (
+            "nucleus sampling: sample among the most likely tokens whose probabilities sum to "
+            "top_p; 1.0 = off"
+        ),
+    )
+    try_all: bool = setting(False, "play every untried action first (bandits), template rationale")
+    epsilon: float = setting(
+        0.0, "epsilon-greedy mechanism: random action w.p. epsilon (SPEC: 0.1)"
+    )
+    randomise_labels: bool = setting(False, "shuffle action labels every step (bandits), map back")
+    summary: bool = setting(False, "append per-action count and mean reward to the context")
+    self_correction: bool = setting(False, "a second pass sees the first answer and may revise it")
+    self_consistency: int = setting(1, "k samples with majority vote (SPEC: 16); 1 = off")
+    consistency_temperature: float = setting(1.0, "sampling temperature of the k samples")
+    return_token: str | None = setting(
+        None, 'return-conditioned RL: "Target return: X." in the context'
+    )
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -236,12 +247,9 @@ def _family(turn: Turn) -> str:
 
 
 def settings_from_dict(options: dict[str, Any]) -> LLMAgentSettings:
-    """LLMAgentSettings from suite/CLI options, with one clear error for an unknown key."""
-    known = {f.name for f in fields(LLMAgentSettings)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown LLM agent settings {unknown}: accepted are {sorted(known)}")
-    return LLMAgentSettings(**options)
+    """LLMAgentSettings from suite/CLI options (the one loader: unknown keys and wrong
+    types are one clear error)."""
+    return config_from_dict(LLMAgentSettings, options, "LLM agent")
 
 
 def describe(settings: LLMAgentSettings) -> dict[str, Any]:

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import json
 import math
-import types
 import typing
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
+from agentbench.settings import check_types, config_from_dict, setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
 OPTIMIZERS = ("adamw", "adafactor")
@@ -33,7 +32,6 @@ ADVANTAGES = ("mc", "gae")
 REWARDS = ("dense", "sparse")
 REWARD_NORMALISATIONS = ("scale", "batch_std")
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # agentbench.rlft.precision
-ALL_HISTORY = "all"  # TOML spelling of history_length = None (the whole episode)
 
 
 @dataclass
@@ -41,80 +39,167 @@ class PPOConfig:
     """PPO fine-tuning of an LLM agent: collect, compute advantages, update, log."""
 
     # ---- model
-    model: str = "smollm2-135m-instruct"  # catalog name, used when no generator is handed in
-    device: str | None = None  # None: CUDA when available, else CPU (trainer-loaded model only)
-    dtype: str = "float32"  # weights of a trainer-loaded model; bf16 weights swallow small updates
+    model: str = setting(
+        "smollm2-135m-instruct", "catalog name, used when no generator is handed in"
+    )
+    device: str | None = setting(
+        None, "None: CUDA when available, else CPU (trainer-loaded model only)"
+    )
+    dtype: str = setting(
+        "float32", "weights of a trainer-loaded model; bf16 weights swallow small updates"
+    )
     # ---- environment and seeds
-    env_id: str = "agentbench/GaussianBandit-10arms-medium-button-v0"  # paper: 10-arm button MAB
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
-    num_envs: int = 16  # envs played in parallel per rollout (paper: 16)
-    episodes_per_update: int = 16  # episodes per rollout (paper: 16 envs x 50 steps = 800 steps)
-    train_seed: int = 0  # update u plays seeds train_seed + u*episodes_per_update + [0, E)
-    eval_seed: int = 1_000_000  # first held-out evaluation seed; must not meet training seeds
-    eval_episodes: int = 16  # held-out episodes per evaluation
-    eval_every: int = 10  # evaluate (greedy decoding) every N updates and at the end; 0 = never
-    total_updates: int = 100  # rollout + update cycles
+    env_id: str = setting(
+        "agentbench/GaussianBandit-10arms-medium-button-v0",
+        "the env trained and evaluated on (paper: the 10-arm button MAB)",
+    )
+    env_kwargs: dict[str, Any] = setting(factory=dict, help="passed to gymnasium.make")
+    num_envs: int = setting(16, "envs played in parallel per rollout (paper: 16)")
+    episodes_per_update: int = setting(
+        16, "episodes per rollout (paper: 16 envs x 50 steps = 800 steps)"
+    )
+    train_seed: int = setting(0, "update u plays seeds train_seed + u*episodes_per_update + [0, E)")
+    eval_seed: int = setting(
+        1_000_000, "first held-out evaluation seed; must not meet training seeds"
+    )
+    eval_episodes: int = setting(16, "held-out episodes per evaluation")
+    eval_every: int = setting(
+        10, "evaluate (greedy decoding) every N updates and at the end; 0 = never"
+    )
+    total_updates: int = setting(100, "rollout + update cycles")
     # ---- optimisation
-    learning_rate: float = 1e-4  # peak lr (paper: 1e-4)
-    lr_min: float = 1e-6  # cosine decay ends here (paper: 1e-6)
-    warmup_steps: int = 100  # linear warm-up, in optimizer steps (paper: 100)
-    optimizer: str = "adafactor"  # "adamw" or "adafactor" (transformers' Adafactor; paper)
-    weight_decay: float = 0.0  # decoupled weight decay (AdamW) / Adafactor's weight_decay
-    max_grad_norm: float = 1.0  # global gradient-norm clip (paper: 1.0)
-    num_minibatches: int = 6  # optimizer steps per epoch (paper: batch 128 of 800 steps ~ 6)
-    micro_batch_size: int = 16  # per-row path (packed = false): steps per forward pass;
-    # gradients accumulate over the forward passes of a minibatch
-    packed: bool = True  # minibatches of whole episodes, each episode's steps forwarded as one
-    # trie (agentbench.models.packing): the shared history once, not once per step; false:
-    # one row per step, minibatches of steps drawn across episodes (the reference path)
-    max_packed_tokens: int = 4096  # packed path: the longest trie (a longer episode is cut into
-    # consecutive chunks, each repeating the trunk it needs) and the padded tokens per pass
-    compute_dtype: str = "float32"  # forward arithmetic: "float32", "bfloat16" (autocast over
-    # float32 weights and optimizer state, agentbench.rlft.precision) or "auto" (bf16 where fast)
-    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward
-    # pass instead of keeping them: the training pass costs about a third more, and its
-    # activation memory falls from all layers' to one layer's (agentbench.rlft.precision)
-    update_epochs: int = 1  # passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)
-    clip_eps: float = 0.2  # PPO ratio clip epsilon (paper: 0.2)
-    kl_beta: float = 0.05  # weight of the per-token KL(pi_theta || pi_ref), k3 estimate (paper)
+    learning_rate: float = setting(1e-4, "peak lr (paper: 1e-4)")
+    lr_min: float = setting(1e-6, "cosine decay ends here (paper: 1e-6)")
+    warmup_steps: int = setting(100, "linear warm-up, in optimizer steps (paper: 100)")
+    optimizer: str = setting(
+        "adafactor", '"adamw" or "adafactor" (transformers\' Adafactor; paper)'
+    )
+    weight_decay: float = setting(0.0, "decoupled weight decay (AdamW) / Adafactor's weight_decay")
+    max_grad_norm: float = setting(1.0, "global gradient-norm clip (paper: 1.0)")
+    num_minibatches: int = setting(
+        6, "optimizer steps per epoch (paper: batch 128 of 800 steps ~ 6)"
+    )
+    micro_batch_size: int = setting(
+        16,
+        (
+            "per-row path (packed = false): steps per forward pass; gradients accumulate over "
+            "the forward passes of a minibatch"
+        ),
+    )
+    packed: bool = setting(
+        True,
+        (
+            "minibatches of whole episodes, each episode's steps forwarded as one trie "
+            "(agentbench.models.packing): the shared history once, not once per step; false: "
+            "one row per step, minibatches of steps drawn across episodes (the reference path)"
+        ),
+    )
+    max_packed_tokens: int = setting(
+        4096,
+        (
+            "packed path: the longest trie (a longer episode is cut into consecutive chunks, "
+            "each repeating the trunk it needs) and the padded tokens per pass"
+        ),
+    )
+    compute_dtype: str = setting(
+        "float32",
+        (
+            'forward arithmetic: "float32", "bfloat16" (autocast over float32 weights and '
+            'optimizer state, agentbench.rlft.precision) or "auto" (bf16 where fast)'
+        ),
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        (
+            "recompute each layer's activations in the backward pass instead of keeping them: "
+            "the training pass costs about a third more, and its activation memory falls from "
+            "all layers' to one layer's (agentbench.rlft.precision)"
+        ),
+    )
+    update_epochs: int = setting(1, "passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)")
+    clip_eps: float = setting(0.2, "PPO ratio clip epsilon (paper: 0.2)")
+    kl_beta: float = setting(
+        0.05, "weight of the per-token KL(pi_theta || pi_ref), k3 estimate (paper)"
+    )
     # ---- advantages and rewards
-    advantage: str = "mc"  # "mc": returns-to-go minus the batch mean at the same step (bandits);
-    # "gae": learned value head + GAE, for variable-length episodes (tic-tac-toe)
-    gamma: float = 1.0  # discount of returns-to-go and GAE (paper: 1.0)
-    gae_lambda: float = 0.95  # GAE lambda (paper: 0.95)
-    value_coef: float = 0.5  # weight of the value-head MSE loss (gae only; CleanRL's vf_coef)
-    value_detach: bool = True  # the value loss trains the head only, not the LM under it:
-    # returns of -5-per-invalid-step episodes give value errors in the hundreds at the
-    # start, whose gradients through a shared trunk wreck the policy of a small model
-    normalize_advantages: bool = False  # divide each minibatch's advantages by their std
-    # (after subtracting their mean), as CleanRL does; off keeps the paper's raw advantages
-    reward: str = "dense"  # "dense": every step's reward; "sparse": the episode total at its end
-    reward_normalisation: str = "scale"  # "scale": env reward / reward_scale; "batch_std": env
-    # reward / its std over the rollout (stateless, so resuming stays exact)
-    reward_scale: float = 1.0  # divisor of the env reward under "scale" (bandit rewards ~ 1)
-    invalid_penalty: float = INVALID_ACTION_PENALTY  # added to invalid steps, <= 0 (SPEC: -5)
-    exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
+    advantage: str = setting(
+        "mc",
+        (
+            '"mc": returns-to-go minus the batch mean at the same step (bandits); "gae": '
+            "learned value head + GAE, for variable-length episodes (tic-tac-toe)"
+        ),
+    )
+    gamma: float = setting(1.0, "discount of returns-to-go and GAE (paper: 1.0)")
+    gae_lambda: float = setting(0.95, "GAE lambda (paper: 0.95)")
+    value_coef: float = setting(
+        0.5, "weight of the value-head MSE loss (gae only; CleanRL's vf_coef)"
+    )
+    value_detach: bool = setting(
+        True,
+        (
+            "the value loss trains the head only, not the LM under it: returns of "
+            "-5-per-invalid-step episodes give value errors in the hundreds at the start, whose"
+            " gradients through a shared trunk wreck the policy of a small model"
+        ),
+    )
+    normalize_advantages: bool = setting(
+        False,
+        (
+            "divide each minibatch's advantages by their std (after subtracting their mean), as"
+            " CleanRL does; off keeps the paper's raw advantages"
+        ),
+    )
+    reward: str = setting(
+        "dense", '"dense": every step\'s reward; "sparse": the episode total at its end'
+    )
+    reward_normalisation: str = setting(
+        "scale",
+        (
+            '"scale": env reward / reward_scale; "batch_std": env reward / its std over the '
+            "rollout (stateless, so resuming stays exact)"
+        ),
+    )
+    reward_scale: float = setting(
+        1.0, 'divisor of the env reward under "scale" (bandit rewards ~ 1)'
+    )
+    invalid_penalty: float = setting(
+        INVALID_ACTION_PENALTY, "added to invalid steps, <= 0 (SPEC: -5)"
+    )
+    exploration_bonus: float = setting(
+        0.0, "weight of +1 for an action untried in the episode; 0 = off"
+    )
     # ---- LoRA vs full fine-tuning
-    use_lora: bool = False  # False: full fine-tuning (paper) with a frozen reference copy
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r), at least 1
-    lora_dropout: float = 0.0  # > 0 makes the first PPO ratio differ from 1 (dropout noise)
-    lora_target_modules: list[str] | str = "all-linear"  # peft target_modules
+    use_lora: bool = setting(False, "False: full fine-tuning (paper) with a frozen reference copy")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA scaling numerator (scale = alpha / r), at least 1")
+    lora_dropout: float = setting(
+        0.0, "> 0 makes the first PPO ratio differ from 1 (dropout noise)"
+    )
+    lora_target_modules: list[str] | str = setting("all-linear", "peft target_modules")
     # ---- the agent (SPEC.md section 2); rollouts sample at temperature 1.0, eval is greedy
-    cot: bool = True  # think, then ACTION=X; False: ACTION=X only (16-token budget)
-    budget: int = 256  # generation budget G with CoT (SPEC default 256)
-    history_length: int | None = 50  # C: transitions in the context; None ("all") = whole episode
+    cot: bool = setting(True, "think, then ACTION=X; False: ACTION=X only (16-token budget)")
+    budget: int = setting(256, "generation budget G with CoT (SPEC default 256)")
+    history_length: int | None = setting(
+        50, 'C: transitions in the context; None ("all") = whole episode'
+    )
     # ---- output
-    output_dir: str = "runs/ppo"  # metrics.jsonl, eval episodes and checkpoints go here
-    checkpoint_every: int = 10  # checkpoint every N updates and at the end; 0 = only at the end
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
-    seed: int = 0  # minibatch shuffling, dropout, LoRA init
-    progress: bool = True  # tqdm bar over updates
-    tensorboard: bool = False  # also log every metric to <output_dir>/tensorboard (needs the
-    # tensorboard package: pip install "agentbench[tensorboard]")
+    output_dir: str = setting("runs/ppo", "metrics.jsonl, eval episodes and checkpoints go here")
+    checkpoint_every: int = setting(
+        10, "checkpoint every N updates and at the end; 0 = only at the end"
+    )
+    keep_checkpoints: int = setting(2, "newest checkpoints kept on disk (older ones are deleted)")
+    seed: int = setting(0, "minibatch shuffling, dropout, LoRA init")
+    progress: bool = setting(True, "tqdm bar over updates")
+    tensorboard: bool = setting(
+        False,
+        (
+            "also log every metric to <output_dir>/tensorboard (needs the tensorboard package: "
+            'pip install "agentbench[tensorboard]")'
+        ),
+    )
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("advantage", self.advantage, ADVANTAGES)
         _choice("reward", self.reward, REWARDS)
@@ -173,23 +258,6 @@ class PPOConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-
-def config_from_dict(
-    cls: type, data: dict[str, Any], what: str, also_accepted: Sequence[str] = ()
-) -> Any:
-    """``cls(**data)`` for a config dataclass, with one clear error for unknown keys
-    (``also_accepted`` are keys the caller took out before, named in that error) and
-    ``history_length = "all"`` read as None (TOML has no null)."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        accepted = sorted(known | set(also_accepted))
-        raise ConfigError(f"unknown {what} settings {unknown}: accepted are {accepted}")
-    values = dict(data)
-    if values.get("history_length") == ALL_HISTORY:
-        values["history_length"] = None
-    return cls(**values)
 
 
 def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
@@ -288,46 +356,3 @@ def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
 def _at_least(name: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{name} must be at least {low}, got {value}")
-
-
-def _check_types(config: PPOConfig) -> None:
-    """Each value against its annotation; ints are accepted (and converted) for floats."""
-    hints = typing.get_type_hints(PPOConfig)
-    for f in fields(config):
-        value = getattr(config, f.name)
-        expected = hints[f.name]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(config, f.name, float(value))
-            continue
-        if not _matches(value, expected):
-            raise ConfigError(
-                f"{f.name} = {value!r} has the wrong type; expected {_type_name(expected)}"
-            )
-
-
-def _matches(value: Any, expected: Any) -> bool:
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if expected is Any:
-        return True
-    if origin is list:
-        (item,) = typing.get_args(expected)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, float)
-    return isinstance(value, expected)
-
-
-def _type_name(expected: Any) -> str:
-    if typing.get_origin(expected) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(option) for option in typing.get_args(expected))
-    if expected is type(None):
-        return "nothing (leave the key out)"
-    return getattr(expected, "__name__", str(expected))

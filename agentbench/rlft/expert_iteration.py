@@ -47,6 +47,7 @@ from agentbench.rlft.sampling import (
     sample_metrics,
 )
 from agentbench.rlft.sft import train_on_targets
+from agentbench.settings import setting
 
 SELECTIONS = ("best", "threshold")
 
@@ -56,11 +57,18 @@ class ExpertIterationConfig(SelfTrainingConfig):
     """Expert iteration: the shared self-training settings, plus the samples and the rule
     that keeps some of them."""
 
-    train_episodes: int = 32  # contexts: seeds train_seed + [0, N), the same every iteration
-    samples_per_seed: int = 4  # k: episodes sampled per seed and iteration
-    selection: str = "best"  # "best": each seed's highest-return sample; "threshold": every
-    # sample whose training return is above `threshold`
-    threshold: float = 0.0  # the return to beat under selection "threshold"
+    train_episodes: int = setting(
+        32, "contexts: seeds train_seed + [0, N), the same every iteration"
+    )
+    samples_per_seed: int = setting(4, "k: episodes sampled per seed and iteration")
+    selection: str = setting(
+        "best",
+        (
+            '"best": each seed\'s highest-return sample; "threshold": every sample whose '
+            "training return is above `threshold`"
+        ),
+    )
+    threshold: float = setting(0.0, 'the return to beat under selection "threshold"')
 
     def float_ranges(self) -> dict[str, Interval]:
         return {**super().float_ranges(), "threshold": ANY_FINITE}

@@ -49,6 +49,7 @@ from agentbench.rlft.sampling import (
     sample_metrics,
 )
 from agentbench.rlft.sft import train_on_targets
+from agentbench.settings import setting
 
 GOOD, BAD = "good", "bad"
 RETURN_TOKENS = (GOOD, BAD)
@@ -61,13 +62,23 @@ class ReturnConditionedConfig(SelfTrainingConfig):
     """Return-conditioned training: the shared self-training settings, plus the batch
     size and the line between "good" and "bad"."""
 
-    episodes_per_iteration: int = 32  # iteration i plays seeds train_seed + i*E + [0, E)
-    threshold: float | None = None  # "good" when the training return is >= this; None:
-    # the batch's `quantile` of returns (by default the median: half the batch each side)
-    quantile: float = 0.5  # with threshold None: 0.75 labels the best quarter "good"
-    credit: str = "episode"  # "episode": every step carries its episode's label (SPEC);
-    # "step": each step is labelled by its own training reward, for envs where an answer
-    # changes only its own reward (bandits; cf. PPOConfig gamma = 0)
+    episodes_per_iteration: int = setting(32, "iteration i plays seeds train_seed + i*E + [0, E)")
+    threshold: float | None = setting(
+        None,
+        (
+            '"good" when the training return is >= this; None: the batch\'s `quantile` of '
+            "returns (by default the median: half the batch each side)"
+        ),
+    )
+    quantile: float = setting(0.5, 'with threshold None: 0.75 labels the best quarter "good"')
+    credit: str = setting(
+        "episode",
+        (
+            '"episode": every step carries its episode\'s label (SPEC); "step": each step is '
+            "labelled by its own training reward, for envs where an answer changes only its own"
+            " reward (bandits; cf. PPOConfig gamma = 0)"
+        ),
+    )
 
     def float_ranges(self) -> dict[str, Interval]:
         return {**super().float_ranges(), "threshold": ANY_FINITE, "quantile": UNIT}

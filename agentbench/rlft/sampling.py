@@ -56,6 +56,7 @@ from agentbench.rlft.config import (
 from agentbench.rlft.ppo import generated_tokens, training_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import play
+from agentbench.settings import setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
 METRICS_FILE = "metrics.jsonl"
@@ -67,28 +68,41 @@ class SelfTrainingConfig:
     """Settings shared by expert iteration and return-conditioned training."""
 
     # ---- environment
-    env_id: str = "agentbench/GaussianBandit-10arms-medium-button-v0"  # as PPOConfig's default
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
-    iterations: int = 4  # sample, select or label, fine-tune: this many times
-    train_seed: int = 0  # first training episode seed (keep evaluation seeds apart)
-    num_envs: int = 64  # episodes played in parallel (one batched generate call per step)
+    env_id: str = setting(
+        "agentbench/GaussianBandit-10arms-medium-button-v0", "as PPOConfig's default"
+    )
+    env_kwargs: dict[str, Any] = setting(factory=dict, help="passed to gymnasium.make")
+    iterations: int = setting(4, "sample, select or label, fine-tune: this many times")
+    train_seed: int = setting(0, "first training episode seed (keep evaluation seeds apart)")
+    num_envs: int = setting(64, "episodes played in parallel (one batched generate call per step)")
     # ---- the sampling agent (SPEC.md 2); evaluation is greedy unless asked otherwise
-    temperature: float = 1.0  # sampling temperature of training episodes, > 0 (SPEC: 1.0)
-    cot: bool = True  # think, then ACTION=X; False: ACTION=X only (16-token budget)
-    budget: int = 256  # generation budget G with CoT (SPEC default 256)
-    history_length: int | None = 50  # C: transitions in the context; None = whole episode
+    temperature: float = setting(1.0, "sampling temperature of training episodes, > 0 (SPEC: 1.0)")
+    cot: bool = setting(True, "think, then ACTION=X; False: ACTION=X only (16-token budget)")
+    budget: int = setting(256, "generation budget G with CoT (SPEC default 256)")
+    history_length: int | None = setting(50, "C: transitions in the context; None = whole episode")
     # ---- the training return of an episode (PPO's shaping, summed)
-    invalid_penalty: float = INVALID_ACTION_PENALTY  # added per invalid step, <= 0 (SPEC: -5)
-    exploration_bonus: float = 0.0  # weight of +1 for an action untried in the episode; 0 = off
+    invalid_penalty: float = setting(
+        INVALID_ACTION_PENALTY, "added per invalid step, <= 0 (SPEC: -5)"
+    )
+    exploration_bonus: float = setting(
+        0.0, "weight of +1 for an action untried in the episode; 0 = off"
+    )
     # ---- fine-tuning: the cross-entropy step of every iteration (prompt masked); iteration
     # i trains with a seed drawn from (sft.seed, i), so each iteration shuffles differently
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: SFTConfig = setting(
+        factory=SFTConfig,
+        help="the supervised step on the kept episodes (an [sft] table of SFTConfig keys)",
+    )
     # ---- output
-    output_dir: str | None = None  # metrics.jsonl (one line per iteration), config.json and
-    # checkpoints/ (None: none of them)
-    checkpoint_every: int = 1  # checkpoint every N iterations and at the end; 0 = at the end
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
-    progress: bool = False  # tqdm bar over iterations
+    output_dir: str | None = setting(
+        None,
+        "metrics.jsonl (one line per iteration), config.json and checkpoints/ (None: none of them)",
+    )
+    checkpoint_every: int = setting(
+        1, "checkpoint every N iterations and at the end; 0 = at the end"
+    )
+    keep_checkpoints: int = setting(2, "newest checkpoints kept on disk (older ones are deleted)")
+    progress: bool = setting(False, "tqdm bar over iterations")
 
     def __post_init__(self) -> None:
         for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0),

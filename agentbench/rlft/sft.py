@@ -60,6 +60,7 @@ from agentbench.rlft.precision import (
     set_gradient_checkpointing,
 )
 from agentbench.rollout import play
+from agentbench.settings import setting
 
 MODES = ("behaviour", "thought")
 
@@ -181,25 +182,42 @@ def expert_dataset(
 class SFTConfig:
     """Supervised fine-tuning settings."""
 
-    learning_rate: float = 1e-4  # peak AdamW learning rate, > 0
-    lr_min: float = 1e-6  # end of the cosine decay, in [0, learning_rate]
-    warmup_steps: int = 0  # linear warm-up optimizer steps
-    weight_decay: float = 0.0  # AdamW weight decay, >= 0
-    epochs: int = 1  # passes over the examples
-    batch_size: int = 16  # examples per optimizer step
-    micro_batch_size: int = 16  # examples per forward pass (gradient accumulation)
-    max_grad_norm: float = 1.0  # gradient clipping, > 0
-    max_examples: int | None = None  # use at most this many examples (a seeded random subset)
-    packed: bool = True  # a micro-batch's examples forwarded as tries, shared prompt prefixes
-    # once (agentbench.models.packing; examples of one episode sit together); false: one
-    # row per example (the reference path)
-    max_packed_tokens: int = DEFAULT_MAX_PACKED_TOKENS  # packed: the longest trie
-    compute_dtype: str = "float32"  # "float32", "bfloat16" (autocast over float32 weights and
-    # optimizer state) or "auto" (bf16 where fast); see agentbench.rlft.precision
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less
-    # memory, about a third more compute; see PPOConfig)
-    seed: int = 0  # shuffling, subset and dropout seed
-    progress: bool = False  # print one line per epoch
+    learning_rate: float = setting(1e-4, "peak AdamW learning rate, > 0")
+    lr_min: float = setting(1e-6, "end of the cosine decay, in [0, learning_rate]")
+    warmup_steps: int = setting(0, "linear warm-up optimizer steps")
+    weight_decay: float = setting(0.0, "AdamW weight decay, >= 0")
+    epochs: int = setting(1, "passes over the examples")
+    batch_size: int = setting(16, "examples per optimizer step")
+    micro_batch_size: int = setting(16, "examples per forward pass (gradient accumulation)")
+    max_grad_norm: float = setting(1.0, "gradient clipping, > 0")
+    max_examples: int | None = setting(
+        None, "use at most this many examples (a seeded random subset)"
+    )
+    packed: bool = setting(
+        True,
+        (
+            "a micro-batch's examples forwarded as tries, shared prompt prefixes once "
+            "(agentbench.models.packing; examples of one episode sit together); false: one row "
+            "per example (the reference path)"
+        ),
+    )
+    max_packed_tokens: int = setting(DEFAULT_MAX_PACKED_TOKENS, "packed: the longest trie")
+    compute_dtype: str = setting(
+        "float32",
+        (
+            '"float32", "bfloat16" (autocast over float32 weights and optimizer state) or '
+            '"auto" (bf16 where fast); see agentbench.rlft.precision'
+        ),
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        (
+            "recompute activations in the backward pass (less memory, about a third more "
+            "compute; see PPOConfig)"
+        ),
+    )
+    seed: int = setting(0, "shuffling, subset and dropout seed")
+    progress: bool = setting(False, "print one line per epoch")
 
     def __post_init__(self) -> None:
         check_float_settings(self, SFT_FLOAT_RANGES)

@@ -1,0 +1,67 @@
+"""Settings declared once with their help, one loader, and the CLI pages that print them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agentbench.agent.llm import LLMAgentSettings, settings_from_dict
+from agentbench.cli import main
+from agentbench.errors import ConfigError
+from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.expert_iteration import ExpertIterationConfig
+from agentbench.rlft.return_conditioned import ReturnConditionedConfig
+from agentbench.rlft.sft import SFTConfig
+from agentbench.settings import HELP, config_from_dict, setting, settings_help_text
+
+CONFIGS = [LLMAgentSettings, PPOConfig, SFTConfig, ExpertIterationConfig, ReturnConditionedConfig]
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda cls: cls.__name__)
+def test_every_setting_declares_its_help(cls):
+    for field in dataclasses.fields(cls):
+        if field.init:
+            assert len(field.metadata.get(HELP, "")) >= 8, f"{cls.__name__}.{field.name}"
+
+
+def test_a_setting_without_help_is_refused():
+    with pytest.raises(TypeError, match="needs its help"):
+        setting(1)
+
+
+def test_the_loader_names_unknown_keys_and_wrong_types():
+    with pytest.raises(ConfigError, match=r"unknown LLM agent settings \['cott'\]"):
+        settings_from_dict({"cott": True})
+    with pytest.raises(ConfigError, match="budget = '64' has the wrong type; expected int"):
+        settings_from_dict({"budget": "64"})
+    with pytest.raises(ConfigError, match="epochs = 1.5 has the wrong type; expected int"):
+        config_from_dict(SFTConfig, {"epochs": 1.5}, "SFT")
+    settings = settings_from_dict({"temperature": 1, "history_length": "all"})
+    assert settings.temperature == 1.0 and isinstance(settings.temperature, float)
+    assert settings.history_length is None
+
+
+def test_train_help_prints_every_setting_with_its_default_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["train", "--help"])
+    assert exit_code.value.code == 0
+    page = capsys.readouterr().out
+    for cls in (PPOConfig, ExpertIterationConfig, ReturnConditionedConfig, SFTConfig):
+        for field in dataclasses.fields(cls):
+            if field.init and field.name != "sft":
+                assert f"\n  {field.name} = " in page, f"{cls.__name__}.{field.name}"
+    assert "  kl_beta = 0.05\n" in page
+    help_words = dataclasses.fields(PPOConfig)[0].metadata[HELP].split()
+    assert " ".join(help_words[:4]) in page
+    assert settings_help_text(PPOConfig) in page
+
+
+def test_sft_options_take_their_defaults_from_the_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["sft", "--help"])
+    page = " ".join(capsys.readouterr().out.split())
+    defaults = SFTConfig()
+    assert f"passes over the examples (default: {defaults.epochs})" in page
+    assert f"(gradient accumulation) (default: {defaults.micro_batch_size})" in page
+    assert "--learning-rate X, --lr X" in page
