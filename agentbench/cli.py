@@ -228,7 +228,7 @@ def _trainable_generator(model: str, dtype: str | None, lora: bool, lora_r: int,
     """The named model, loaded to be fine-tuned in place: with LoRA adapters (rank r,
     alpha 2r, initialised from ``seed``) or with every weight trainable."""
     from agentbench.models.catalog import resolve_model
-    from agentbench.rlft.ppo import add_lora
+    from agentbench.rlft.policy import add_lora
 
     generator = resolve_model(model, dtype=dtype)
     if lora:

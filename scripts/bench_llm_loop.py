@@ -343,7 +343,7 @@ def training_figures(old: TransformersGenerator, args: Any) -> None:
     and run out of memory) vs packed."""
     import copy
 
-    from agentbench.rlft.ppo import add_lora
+    from agentbench.rlft.policy import add_lora
 
     model = copy.deepcopy(old.model).float()
     policy = TransformersGenerator(add_lora(model), old.tokenizer, name=old.name)

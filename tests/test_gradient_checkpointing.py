@@ -14,7 +14,8 @@ import torch
 
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft.config import PPOConfig
-from agentbench.rlft.ppo import PPOTrainer, add_lora
+from agentbench.rlft.policy import add_lora
+from agentbench.rlft.ppo import PPOTrainer
 from agentbench.rlft.precision import set_gradient_checkpointing
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 11], [5, 6, 12]]

@@ -26,7 +26,8 @@ from agentbench.models.packing import (
 from agentbench.models.tiny import byte_tokenizer, tiny_generator
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.rlft.config import PPOConfig
-from agentbench.rlft.ppo import PPOTrainer, add_lora
+from agentbench.rlft.policy import add_lora
+from agentbench.rlft.ppo import PPOTrainer
 
 
 def episode_rows(seed: int, steps: int = 6, vocab: int = 250) -> tuple[list, list]:

@@ -36,16 +36,16 @@ from agentbench.rlft import (
     returns_to_go,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
+from agentbench.rlft.policy import lr_factor
 from agentbench.rlft.ppo import (
     PPOTrainer,
     RolloutBatch,
     StepSample,
     clipped_surrogate,
     kl_k3,
-    lr_factor,
     ppo_token_losses,
-    training_rewards,
 )
+from agentbench.rlft.rewards import RewardShaping, training_rewards
 
 FIXED_ENV = "agentbench-test/FixedArmsBandit-v0"
 FIXED_MEANS = (0.2, 0.8)  # arm 1 is always best: regret falls only if the policy learns it
@@ -112,14 +112,20 @@ def _episode(steps: list[tuple[int, float, bool]]) -> Episode:
 
 def test_training_rewards_dense_sparse_bonus_and_normalisation():
     episode = _episode([(0, 1.0, True), (0, 0.0, False), (1, 2.0, True)])
-    dense = PPOConfig(reward_scale=2.0, exploration_bonus=0.5)
+    def rewards(**settings):  # through PPOConfig, as the trainer builds its shaping
+        return training_rewards([episode], PPOConfig(**settings).reward_shaping())[0]
+
     # env / 2, -5 on the invalid step, +0.5 for the first try of arms 0 and 1
-    np.testing.assert_allclose(training_rewards([episode], dense)[0], [1.0, -5.0, 1.5])
-    sparse = PPOConfig(reward_scale=2.0, exploration_bonus=0.5, reward="sparse")
-    np.testing.assert_allclose(training_rewards([episode], sparse)[0], [0.0, 0.0, -2.5])
-    std = PPOConfig(reward_normalisation="batch_std")
+    np.testing.assert_allclose(rewards(reward_scale=2.0, exploration_bonus=0.5), [1.0, -5.0, 1.5])
+    sparse = rewards(reward_scale=2.0, exploration_bonus=0.5, reward="sparse")
+    np.testing.assert_allclose(sparse, [0.0, 0.0, -2.5])
     expected = np.array([1.0, 0.0, 2.0]) / np.std([1.0, 0.0, 2.0]) + [0, -5, 0]
-    np.testing.assert_allclose(training_rewards([episode], std)[0], expected)
+    np.testing.assert_allclose(rewards(reward_normalisation="batch_std"), expected)
+    # plain values, as the self-training methods give them: env rewards unscaled
+    plain = training_rewards([episode], RewardShaping(invalid_penalty=-2.0))[0]
+    np.testing.assert_allclose(plain, [1.0, -2.0, 2.0])
+    with pytest.raises(ConfigError, match="reward 'both' is not one of dense, sparse"):
+        RewardShaping(reward="both")
 
 
 def test_advantages_reach_their_own_steps(tmp_path: Path):

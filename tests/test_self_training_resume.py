@@ -21,7 +21,7 @@ from agentbench.rlft import (
     ReturnConditionedConfig,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
-from agentbench.rlft.ppo import add_lora
+from agentbench.rlft.policy import add_lora
 from agentbench.rlft.sft import SFTConfig, train_on_targets
 
 ENV = "agentbench/GaussianBandit-v0"

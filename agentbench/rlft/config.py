@@ -24,13 +24,12 @@ from typing import Any
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
+from agentbench.rlft.rewards import REWARD_NORMALISATIONS, REWARDS, RewardShaping
 from agentbench.settings import check_types, config_from_dict, setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
 OPTIMIZERS = ("adamw", "adafactor")
 ADVANTAGES = ("mc", "gae")
-REWARDS = ("dense", "sparse")
-REWARD_NORMALISATIONS = ("scale", "batch_std")
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # agentbench.rlft.precision
 
 
@@ -250,6 +249,16 @@ class PPOConfig:
             budget=self.budget,
             history_length=self.history_length,
             temperature=temperature,
+        )
+
+    def reward_shaping(self) -> RewardShaping:
+        """How this run turns env rewards into training rewards (agentbench.rlft.rewards)."""
+        return RewardShaping(
+            invalid_penalty=self.invalid_penalty,
+            exploration_bonus=self.exploration_bonus,
+            reward=self.reward,
+            normalisation=self.reward_normalisation,
+            reward_scale=self.reward_scale,
         )
 
     def to_dict(self) -> dict[str, Any]:

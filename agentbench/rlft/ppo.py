@@ -48,7 +48,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -70,11 +70,13 @@ from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_g
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
+from agentbench.rlft.policy import add_lora, forked_torch_rng, generated_tokens, lr_factor
 from agentbench.rlft.precision import (
     compute_precision,
     resolve_compute_dtype,
     set_gradient_checkpointing,
 )
+from agentbench.rlft.rewards import training_rewards
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -82,7 +84,6 @@ from agentbench.rlft.value_head import (
     last_prompt_hidden,
 )
 from agentbench.rollout import play
-from agentbench.shaping import EXPLORATION_BONUS
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
@@ -146,69 +147,7 @@ def ppo_token_losses(
     return policy + kl_beta * kl, stats
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, lr_min: float) -> float:
-    """Multiplier of the peak lr at optimizer step ``step``: linear warm-up over
-    ``warmup_steps`` (the first step already learns), then cosine decay to ``lr_min``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return (lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
-
-
-# ---------------------------------------------------------------- rewards
-
-
-def training_rewards(episodes: Sequence[Episode], config: PPOConfig) -> list[np.ndarray]:
-    """Training reward of every step: normalised env reward + invalid penalty (+ bonus).
-
-    Normalisation: "scale" divides env rewards by ``reward_scale``; "batch_std" by
-    their standard deviation over these episodes (1 when they are all equal), which
-    needs no running state, so a resumed run computes the same rewards. The
-    exploration bonus is ``exploration_bonus * EXPLORATION_BONUS`` for a valid answer
-    whose action was not yet tried in the episode (an invalid answer earns nothing
-    for the random action played in its place). "sparse" moves each episode's total
-    to its last step. Records keep env rewards and shaping apart; only training
-    mixes them, here.
-    """
-    env_rewards = [np.array([s.reward for s in ep.steps], dtype=np.float64) for ep in episodes]
-    scale = config.reward_scale
-    if config.reward_normalisation == "batch_std":
-        std = float(np.concatenate(env_rewards).std()) if env_rewards else 0.0
-        scale = std if std > 1e-8 else 1.0
-    result = []
-    for episode, env in zip(episodes, env_rewards, strict=True):
-        rewards = env / scale
-        tried: set[int] = set()
-        for i, step in enumerate(episode.steps):
-            if not step.valid:
-                rewards[i] += config.invalid_penalty
-            elif step.action not in tried:
-                rewards[i] += config.exploration_bonus * EXPLORATION_BONUS
-            tried.add(step.action)
-        if config.reward == "sparse" and len(rewards):
-            total, rewards = rewards.sum(), np.zeros_like(rewards)
-            rewards[-1] = total
-        result.append(rewards)
-    return result
-
-
 # ---------------------------------------------------------------- rollout data
-
-
-def generated_tokens(
-    episode: Episode, step: Step, decision: Decision
-) -> tuple[list[int], list[int]]:
-    """The prompt and generated token ids of a step's LLM answer (an ``on_decision``
-    hook's arguments); an error for a step the model did not write itself (a
-    template answer of try-all or epsilon-greedy), since RL fine-tuning trains only
-    on the model's own answers."""
-    generation = decision.extras.get("generation")
-    if generation is None or not generation.token_ids:
-        raise RuntimeError(
-            f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
-            "RL fine-tuning trains only on the model's own answers"
-        )
-    return list(generation.prompt_token_ids), list(generation.token_ids)
 
 
 @dataclass
@@ -241,47 +180,6 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 # ---------------------------------------------------------------- the trainer
-
-
-@contextmanager
-def forked_torch_rng(seed: int) -> Iterator[None]:
-    """Seed torch's global RNGs (dropout, peft's init) inside a fork: restored after.
-
-    Dropout and peft draw from the global generators; forking keeps the caller's
-    state untouched while making these draws reproducible from ``seed``.
-    """
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed_all(seed)
-        yield
-
-
-def add_lora(
-    model: Any,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.0,
-    target_modules: list[str] | str = "all-linear",
-    seed: int = 0,
-) -> Any:
-    """``model`` with peft LoRA adapters injected (in place, as peft does); only the
-    adapters are trainable. With a bf16 model peft keeps the adapters in float32."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=target_modules,
-        task_type="CAUSAL_LM",
-    )
-    # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
-    # reproducible and the caller's RNG untouched.
-    with forked_torch_rng(seed):
-        return get_peft_model(model, lora)
 
 
 def _require_tensorboard() -> None:
@@ -514,7 +412,7 @@ class PPOTrainer:
 
     def step_rewards(self, batch: RolloutBatch) -> None:
         """Training reward of every step of the rollout (:func:`training_rewards`)."""
-        batch.rewards = training_rewards(batch.episodes, self.config)
+        batch.rewards = training_rewards(batch.episodes, self.config.reward_shaping())
 
     # 3. old log-probs, reference log-probs, values -------------------------------------
 

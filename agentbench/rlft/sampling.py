@@ -49,11 +49,11 @@ from agentbench.rlft.config import (
     NON_POSITIVE,
     POSITIVE,
     Interval,
-    PPOConfig,
     check_float_settings,
     config_from_dict,
 )
-from agentbench.rlft.ppo import generated_tokens, training_rewards
+from agentbench.rlft.policy import generated_tokens
+from agentbench.rlft.rewards import RewardShaping, training_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import play
 from agentbench.settings import setting
@@ -176,18 +176,10 @@ def shaped_rewards(
     invalid_penalty: float = INVALID_ACTION_PENALTY,
     exploration_bonus: float = 0.0,
 ) -> list[np.ndarray]:
-    """Each step's training reward: PPO's :func:`training_rewards` with the env reward
-    unscaled, ``invalid_penalty`` per invalid step and the optional exploration bonus;
-    an episode's training return is their sum."""
-    shaping = PPOConfig(
-        invalid_penalty=invalid_penalty,
-        exploration_bonus=exploration_bonus,
-        reward="dense",
-        reward_normalisation="scale",
-        reward_scale=1.0,
-        progress=False,
-    )
-    return training_rewards(episodes, shaping)
+    """Each step's training reward (:func:`training_rewards`): the env reward unscaled,
+    ``invalid_penalty`` per invalid step and the optional exploration bonus, dense; an
+    episode's training return is their sum."""
+    return training_rewards(episodes, RewardShaping(invalid_penalty, exploration_bonus))
 
 
 def sample_episodes(

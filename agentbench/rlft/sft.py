@@ -53,7 +53,7 @@ from agentbench.records import Episode, Step
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.config import COMPUTE_DTYPES, NON_NEGATIVE, POSITIVE, check_float_settings
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
-from agentbench.rlft.ppo import forked_torch_rng, lr_factor
+from agentbench.rlft.policy import forked_torch_rng, lr_factor
 from agentbench.rlft.precision import (
     compute_precision,
     resolve_compute_dtype,

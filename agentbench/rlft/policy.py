@@ -1,0 +1,81 @@
+"""What every trainer does with the policy: adapters, seeded randomness, its own tokens,
+and the learning-rate schedule. PPO, SFT, expert iteration and return-conditioned
+training all stand on these; none of them owns them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from agentbench.agent.interface import Decision
+from agentbench.records import Episode, Step
+
+
+@contextmanager
+def forked_torch_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNGs (dropout, peft's init) inside a fork: restored after.
+
+    Dropout and peft draw from the global generators; forking keeps the caller's
+    state untouched while making these draws reproducible from ``seed``.
+    """
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
+
+
+def add_lora(
+    model: Any,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: list[str] | str = "all-linear",
+    seed: int = 0,
+) -> Any:
+    """``model`` with peft LoRA adapters injected (in place, as peft does); only the
+    adapters are trainable. With a bf16 model peft keeps the adapters in float32."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    # peft initialises LoRA A with the global RNG: seed it in a fork, so the run is
+    # reproducible and the caller's RNG untouched.
+    with forked_torch_rng(seed):
+        return get_peft_model(model, lora)
+
+
+def generated_tokens(
+    episode: Episode, step: Step, decision: Decision
+) -> tuple[list[int], list[int]]:
+    """The prompt and generated token ids of a step's LLM answer (an ``on_decision``
+    hook's arguments); an error for a step the model did not write itself (a
+    template answer of try-all or epsilon-greedy), since RL fine-tuning trains only
+    on the model's own answers."""
+    generation = decision.extras.get("generation")
+    if generation is None or not generation.token_ids:
+        raise RuntimeError(
+            f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
+            "RL fine-tuning trains only on the model's own answers"
+        )
+    return list(generation.prompt_token_ids), list(generation.token_ids)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, lr_min: float) -> float:
+    """Multiplier of the peak lr at optimizer step ``step``: linear warm-up over
+    ``warmup_steps`` (the first step already learns), then cosine decay to ``lr_min``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return (lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
