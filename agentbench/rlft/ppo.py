@@ -44,7 +44,6 @@ continues exactly.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -57,20 +56,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentbench.agent.interface import Decision
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
-from agentbench.metrics import summarize
 from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
-from agentbench.records import Episode, EpisodeWriter, Step
+from agentbench.records import Episode, EpisodeWriter
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
+from agentbench.rlft.collection import (
+    OUTCOME_METRICS,
+    MetricsLog,
+    evaluate_policy,
+    gather_episodes,
+    outcome_metrics,
+    played_with_tokens,
+)
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
-from agentbench.rlft.policy import add_lora, forked_torch_rng, generated_tokens, lr_factor
+from agentbench.rlft.policy import add_lora, forked_torch_rng, lr_factor
 from agentbench.rlft.precision import (
     compute_precision,
     resolve_compute_dtype,
@@ -83,7 +88,6 @@ from agentbench.rlft.value_head import (
     hidden_size_of,
     last_prompt_hidden,
 )
-from agentbench.rollout import play
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
@@ -309,12 +313,15 @@ class PPOTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tensorboard = SummaryWriter(str(self.output_dir / TENSORBOARD_DIR))
+        # metrics.jsonl (and TensorBoard) from the main process only
+        log = MetricsLog(self.output_dir / METRICS_FILE if main else None, "update",
+                         self._tensorboard)  # fmt: skip
         logged: list[dict[str, Any]] = []
         if self.update == 0:
             if main:
                 (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
             if config.eval_every > 0:
-                logged.append(self._log({"update": 0, **self._evaluate_and_save()}))
+                logged.append(log.write({"update": 0, **self._evaluate_and_save()}))
         bar = tqdm(
             total=config.total_updates,
             initial=self.update,
@@ -341,7 +348,7 @@ class PPOTrainer:
             last = self.update == config.total_updates
             if config.eval_every > 0 and (self.update % config.eval_every == 0 or last):
                 record.update(self._evaluate_and_save())
-            logged.append(self._log(record))  # 6. log
+            logged.append(log.write(record))  # 6. log
             if last or (config.checkpoint_every and self.update % config.checkpoint_every == 0):
                 self.save()
             bar.update(1)
@@ -365,27 +372,22 @@ class PPOTrainer:
         agent = LLMAgent(
             self.policy, config.agent_settings(temperature=1.0), name=f"ppo:{self.policy.name}"
         )
-        recorded: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-
-        def record(episode: Episode, step: Step, decision: Decision) -> None:
-            recorded[(episode.seed, step.t)] = generated_tokens(episode, step, decision)
-
         self.model.eval()
-        seeds = self.train_seeds(update)
-        local = play(
+        local = played_with_tokens(
             agent,
             config.env_id,
-            self.parallel.shard(seeds),
+            self.parallel.shard(self.train_seeds(update)),
             num_envs=config.num_envs,
             env_kwargs=config.env_kwargs,
-            on_decision=record,
         )
-        episodes = self._gather_episodes(local)  # every process sees the whole rollout
+        # every process sees the whole rollout, and trains on the steps it played
+        episodes = gather_episodes(self.parallel, [played.episode for played in local])
+        mine = {played.seed: played for played in local}
         samples = [
-            StepSample(index, step.t, *recorded[(episode.seed, step.t)])
+            StepSample(index, step.t, step.prompt_ids, step.completion_ids)
             for index, episode in enumerate(episodes)
-            if (episode.seed, 1) in recorded
-            for step in episode.steps
+            if episode.seed in mine
+            for step in mine[episode.seed].steps
         ]
         # each process's minibatch units: its episodes (packed) or its steps
         unit = "episodes" if config.packed else "steps"
@@ -399,14 +401,6 @@ class PPOTrainer:
                 "use fewer minibatches"
             )
         return RolloutBatch(episodes, samples)
-
-    def _gather_episodes(self, local: list[Episode]) -> list[Episode]:
-        """The episodes played by all processes, sorted by seed (``local`` alone when single)."""
-        if not self.parallel.active:
-            return local
-        shared = self.parallel.gather_json([json.loads(episode.to_json()) for episode in local])
-        episodes = [Episode.from_dict(data) for part in shared for data in part]
-        return sorted(episodes, key=lambda episode: episode.seed)
 
     # 2. rewards --------------------------------------------------------------------
 
@@ -702,24 +696,18 @@ class PPOTrainer:
     def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
         """Training-rollout metrics: env reward, regret and coverage (bandits), invalid rate,
         the training reward, and the policy's entropy estimate (mean -log p of sampled tokens)."""
-        summary = summarize(batch.episodes)
         steps = [step for episode in batch.episodes for step in episode.steps]
         tokens = torch.cat(batch.old_logprobs)
         logprob_sum, n_tokens, n_samples = self.parallel.sum(
             [float(tokens.sum()), tokens.numel(), len(batch.samples)]
         )
-        metrics = {
-            "return": summary["return"]["mean"],
+        return {
+            **outcome_metrics(batch.episodes),
             "mean_env_reward": float(np.mean([s.reward for s in steps])),
             "mean_train_reward": float(np.mean(np.concatenate(batch.rewards))),
-            "invalid_rate": summary["invalid_rate"]["mean"],
             "entropy": float(-logprob_sum / n_tokens),
             "tokens_per_step": float(n_tokens / n_samples),
         }
-        for name, key in (("final_regret", "final_regret"), ("coverage", "coverage")):
-            if key in summary:
-                metrics[name] = summary[key]["mean"]
-        return metrics
 
     def evaluate(
         self, seeds: Sequence[int] | None = None, temperature: float = 0.0
@@ -728,21 +716,16 @@ class PPOTrainer:
         config = self.config
         if seeds is None:
             seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
-        agent = LLMAgent(
+        return evaluate_policy(
             self.policy,
             config.agent_settings(temperature=temperature),
-            name=f"ppo:{self.policy.name}@{self.update}",
-        )
-        self.model.eval()
-        local = play(
-            agent,
             config.env_id,
-            self.parallel.shard(list(seeds)),
+            seeds,
             num_envs=config.num_envs,
             env_kwargs=config.env_kwargs,
+            name=f"ppo:{self.policy.name}@{self.update}",
+            parallel=self.parallel,
         )
-        episodes = self._gather_episodes(local)
-        return summarize(episodes), episodes
 
     def _evaluate_and_save(self) -> dict[str, float]:
         summary, episodes = self.evaluate()
@@ -753,23 +736,8 @@ class PPOTrainer:
                 for episode in episodes:
                     writer.write(episode)
         return {
-            f"eval/{name}": summary[name]["mean"]
-            for name in ("return", "invalid_rate", "final_regret", "coverage", "win_rate")
-            if name in summary
+            f"eval/{name}": summary[name]["mean"] for name in OUTCOME_METRICS if name in summary
         }
-
-    def _log(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Append ``record`` to metrics.jsonl (and TensorBoard: "train/<name>", "eval/<name>")."""
-        if self.parallel.is_main:
-            with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if self._tensorboard is not None:
-                for name, value in record.items():
-                    if name != "update" and isinstance(value, int | float):
-                        tag = name if name.startswith("eval/") else f"train/{name}"
-                        self._tensorboard.add_scalar(tag, value, record["update"])
-                self._tensorboard.flush()
-        return record
 
     # -- checkpoints ------------------------------------------------------------------
 

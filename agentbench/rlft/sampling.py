@@ -6,14 +6,14 @@ cross-entropy on its own generated tokens.
   training return, the cross-entropy step as an :class:`SFTConfig`, output).
 - :func:`sample_episodes`: the LLM agent plays every seed once per sample index
   (:func:`agentbench.rollout.rollout`'s ``sample``: the same env and reward tape,
-  its own sampling stream); ``on_decision`` keeps each step's prompt and generated
-  token ids, as :meth:`PPOTrainer.collect` does.
-- :func:`shaped_rewards`: PPO's :func:`training_rewards` (env reward + the -5
-  invalid penalty, + the optional exploration bonus), the one shaping; an
+  its own sampling stream), keeping each step's prompt and generated token ids
+  through the collection every trainer shares (:mod:`agentbench.rlft.collection`).
+- :func:`shaped_rewards`: the one shaping of :mod:`agentbench.rlft.rewards` (env
+  reward + the -5 invalid penalty, + the optional exploration bonus); an
   episode's training return is their sum.
 - :func:`run_iterations`: the loop around one iteration, with its metrics line
-  (:func:`sample_metrics`, :class:`MetricsLog`), progress bar and checkpoints;
-  :func:`evaluate_policy`: held-out episodes, greedy by default.
+  (:func:`sample_metrics`, the shared :class:`MetricsLog`), progress bar and
+  checkpoints; :func:`evaluate_policy`: held-out episodes, greedy by default.
 - :func:`resume_self_training`: a run continued from its newest intact checkpoint.
 
 Checkpoints (:mod:`agentbench.rlft.checkpoint`, safetensors + JSON) are written to
@@ -31,19 +31,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from agentbench.agent.interface import Decision
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
-from agentbench.metrics import summarize
-from agentbench.records import Episode, Step
+from agentbench.records import Episode
 from agentbench.rlft import checkpoint as ckpt
+from agentbench.rlft import collection
+from agentbench.rlft.collection import (
+    MetricsLog,
+    PlayedEpisode,
+    TokenStep,
+    outcome_metrics,
+    played_with_tokens,
+)
 from agentbench.rlft.config import (
     NON_NEGATIVE,
     NON_POSITIVE,
@@ -52,10 +58,8 @@ from agentbench.rlft.config import (
     check_float_settings,
     config_from_dict,
 )
-from agentbench.rlft.policy import generated_tokens
 from agentbench.rlft.rewards import RewardShaping, training_rewards
 from agentbench.rlft.sft import SFTConfig
-from agentbench.rollout import play
 from agentbench.settings import setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
@@ -143,32 +147,9 @@ class SelfTrainingConfig:
 # ---------------------------------------------------------------- samples
 
 
-@dataclass
-class SampledStep:
-    """One decision of a sampled episode: what the policy saw and wrote."""
-
-    t: int  # 1-based step of the episode
-    prompt_ids: list[int]  # the rendered context, as the generation saw it
-    completion_ids: list[int]  # the generated tokens (the cross-entropy target)
-    extras: dict[str, Any]  # the Decision's extras (e.g. the contexts under each return token)
-
-
-@dataclass
-class SampledEpisode:
-    """An episode of the sampling policy with its steps' token ids and training return."""
-
-    episode: Episode
-    sample: int  # the agent's stream of this seed (rollout's ``sample``)
-    steps: list[SampledStep]
-    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0))  # training reward per step
-
-    @property
-    def seed(self) -> int:
-        return self.episode.seed
-
-    @property
-    def training_return(self) -> float:
-        return float(self.rewards.sum())
+# The names the self-training methods use for the shared collection types.
+SampledStep = TokenStep
+SampledEpisode = PlayedEpisode
 
 
 def shaped_rewards(
@@ -192,7 +173,18 @@ def sample_episodes(
     episodes come sorted by (seed, sample) with their training returns."""
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
-    sampled = [item for sample in samples for item in _play_sample(agent, config, seeds, sample)]
+    sampled = [
+        item
+        for sample in samples
+        for item in played_with_tokens(
+            agent,
+            config.env_id,
+            seeds,
+            num_envs=config.num_envs,
+            env_kwargs=config.env_kwargs,
+            sample=sample,
+        )  # fmt: skip
+    ]
     sampled.sort(key=lambda s: (s.seed, s.sample))
     rewards = shaped_rewards(
         [s.episode for s in sampled], config.invalid_penalty, config.exploration_bonus
@@ -200,31 +192,6 @@ def sample_episodes(
     for item, episode_rewards in zip(sampled, rewards, strict=True):
         item.rewards = episode_rewards
     return sampled
-
-
-def _play_sample(
-    agent: Any, config: SelfTrainingConfig, seeds: Sequence[int], sample: int
-) -> list[SampledEpisode]:
-    """One episode per seed from the agent stream ``sample``, with its steps' token ids."""
-    recorded: dict[tuple[int, int], SampledStep] = {}
-
-    def record(episode: Episode, step: Step, decision: Decision) -> None:
-        prompt, completion = generated_tokens(episode, step, decision)
-        recorded[(episode.seed, step.t)] = SampledStep(step.t, prompt, completion, decision.extras)
-
-    episodes = play(
-        agent,
-        config.env_id,
-        list(seeds),
-        num_envs=config.num_envs,
-        env_kwargs=config.env_kwargs,
-        on_decision=record,
-        sample=sample,
-    )
-    return [
-        SampledEpisode(episode, sample, [recorded[(episode.seed, s.t)] for s in episode.steps])
-        for episode in episodes
-    ]
 
 
 def evaluate_policy(
@@ -235,28 +202,26 @@ def evaluate_policy(
     return_token: str | None = None,
 ) -> tuple[dict[str, Any], list[Episode]]:
     """Play ``seeds`` with the current policy (greedy by default) and summarise them."""
-    settings = config.agent_settings(temperature, return_token)
-    agent = LLMAgent(generator, settings, name=f"llm:{generator.name}")
-    generator.model.eval()
-    episodes = play(
-        agent, config.env_id, list(seeds), num_envs=config.num_envs, env_kwargs=config.env_kwargs
+    return collection.evaluate_policy(
+        generator,
+        config.agent_settings(temperature, return_token),
+        config.env_id,
+        seeds,
+        num_envs=config.num_envs,
+        env_kwargs=config.env_kwargs,
+        name=f"llm:{generator.name}",
     )
-    return summarize(episodes), episodes
 
 
 def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
     """The samples' mean training return, env return, invalid rate, and for bandits
     final regret and coverage (metrics.summarize)."""
-    summary = summarize([s.episode for s in sampled])
-    metrics = {
+    outcome = outcome_metrics([s.episode for s in sampled])
+    return {
         "return": float(np.mean([s.training_return for s in sampled])),
-        "env_return": summary["return"]["mean"],
-        "invalid_rate": summary["invalid_rate"]["mean"],
+        "env_return": outcome.pop("return"),
+        **outcome,
     }
-    for name in ("final_regret", "coverage"):
-        if name in summary:
-            metrics[name] = summary[name]["mean"]
-    return metrics
 
 
 class SelfTrainer(Protocol):
@@ -288,7 +253,7 @@ def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
             f"{config.output_dir} already holds checkpoints of a run; continue it with "
             f"{type(trainer).__name__}.resume or choose another output_dir"
         )
-    log = MetricsLog(config.output_dir, config, fresh=trainer.iteration == 0)
+    log = MetricsLog(_start_output(config, fresh=trainer.iteration == 0), "iteration")
     records: list[dict[str, Any]] = []
     bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=name,
                unit="iteration", disable=not config.progress)  # fmt: skip
@@ -356,20 +321,14 @@ def _config_json(config: SelfTrainingConfig) -> str:
     return json.dumps(asdict(config), indent=1, sort_keys=True)
 
 
-class MetricsLog:
-    """``metrics.jsonl`` (one line per iteration) and ``config.json`` in ``output_dir``;
-    without an output directory the records are only returned."""
-
-    def __init__(self, output_dir: str | None, config: SelfTrainingConfig, fresh: bool) -> None:
-        self.path = None if output_dir is None else Path(output_dir) / METRICS_FILE
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if fresh:  # a new run starts a new file; a continued one appends
-                self.path.unlink(missing_ok=True)
-            write_atomic(self.path.parent / CONFIG_FILE, _config_json(config))
-
-    def write(self, record: dict[str, Any]) -> dict[str, Any]:
-        if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        return record
+def _start_output(config: SelfTrainingConfig, fresh: bool) -> Path | None:
+    """Write ``config.json`` into the output directory and return where ``metrics.jsonl``
+    goes (a new run starts a new file; a continued one appends); None without one."""
+    if config.output_dir is None:
+        return None
+    path = Path(config.output_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        path.unlink(missing_ok=True)
+    write_atomic(path.parent / CONFIG_FILE, _config_json(config))
+    return path
