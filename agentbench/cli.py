@@ -208,7 +208,7 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         console.print(f"resuming the run in {config.output_dir} with its own config")
         trainer = trainer_class.resume(config.output_dir, generator)
     else:
-        trainer = trainer_class(generator, config)
+        trainer = trainer_class(config, generator)
     started = time.perf_counter()
     records = trainer.train()
     seeds = range(options["eval_seed"], options["eval_seed"] + options["eval_episodes"])

@@ -103,8 +103,8 @@ def test_threshold_keeps_every_return_above_it_possibly_none():
 
 
 def test_a_run_keeps_the_best_sample_of_every_seed(answering_state, tmp_path: Path):
-    trainer = ExpertIteration(_answering(answering_state), _config(output_dir=str(tmp_path)))
-    sampled = ExpertIteration(_answering(answering_state), _config()).collect(0)
+    trainer = ExpertIteration(_config(output_dir=str(tmp_path)), _answering(answering_state))
+    sampled = ExpertIteration(_config(), _answering(answering_state)).collect(0)
     best = [max(s.training_return for s in sampled if s.seed == seed) for seed in range(3)]
     (record,) = trainer.train()
     assert record["kept_fraction"] == pytest.approx(1 / 3)
@@ -122,7 +122,7 @@ def test_a_run_keeps_the_best_sample_of_every_seed(answering_state, tmp_path: Pa
 def test_threshold_that_nothing_beats_trains_nothing():
     generator = tiny_generator(seed=0)
     before = {k: v.clone() for k, v in generator.model.state_dict().items()}
-    trainer = ExpertIteration(generator, _config(selection="threshold", threshold=100.0))
+    trainer = ExpertIteration(_config(selection="threshold", threshold=100.0), generator)
     (record,) = trainer.train()
     assert record["kept_fraction"] == 0 and record["loss"] is None
     assert record["kept_return"] is None
@@ -134,7 +134,7 @@ def test_threshold_that_nothing_beats_trains_nothing():
 
 
 def test_k_samples_of_a_seed_share_its_env_but_not_their_sampling(answering_state):
-    trainer = ExpertIteration(_answering(answering_state), _config())
+    trainer = ExpertIteration(_config(), _answering(answering_state))
     sampled = trainer.collect(0)
     assert [(s.seed, s.sample) for s in sampled] == [(i, j) for i in range(3) for j in range(3)]
     for seed in range(3):
@@ -173,7 +173,7 @@ def test_same_seeds_same_run():
     def run() -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
         generator = tiny_generator(seed=0)
         config = _config(iterations=2, sft=SFTConfig(learning_rate=1e-3, batch_size=4, seed=3))
-        records = ExpertIteration(generator, config).train()
+        records = ExpertIteration(config, generator).train()
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records], {
             k: v.clone() for k, v in generator.model.state_dict().items()
         }
@@ -249,7 +249,7 @@ def test_expert_iteration_learns_valid_answers_and_the_better_arm(tmp_path: Path
         sft=SFTConfig(learning_rate=1e-3, lr_min=1e-4, batch_size=16, micro_batch_size=40),
         output_dir=str(tmp_path),
     )
-    trainer = ExpertIteration(generator, config)
+    trainer = ExpertIteration(config, generator)
     start = _scores(trainer)
     records = trainer.train()
     end = _scores(trainer)

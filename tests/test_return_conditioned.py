@@ -93,7 +93,7 @@ def test_the_return_token_is_one_line_before_the_question_only_when_set():
 
 def test_collected_prompts_are_the_good_context_and_bad_pairs_get_the_bad_one():
     generator = tiny_generator(seed=0)
-    trainer = ReturnConditioned(generator, _config())
+    trainer = ReturnConditioned(_config(), generator)
     sampled = trainer.collect(0)
     assert [s.seed for s in sampled] == [0, 1, 2, 3]
     text = generator.tokenizer.decode(sampled[0].steps[0].prompt_ids)
@@ -139,13 +139,13 @@ def _sampled(rewards: list[list[float]]) -> list[SampledEpisode]:
 
 def test_episode_credit_labels_every_step_alike_step_credit_each_step_alone():
     sampled = _sampled([[-5.0, 0.8], [0.2, 0.2], [0.8, 0.8]])  # returns -4.2, 0.4, 1.6
-    by_episode = ReturnConditioned(None, _config())
+    by_episode = ReturnConditioned(_config(), None)
     assert by_episode.label_steps(sampled) == (
         [["bad", "bad"], ["good", "good"], ["good", "good"]],
         0.4,
     )
     # step rewards [-5, .8, .2, .2, .8, .8]: median 0.5
-    by_step = ReturnConditioned(None, _config(credit="step"))
+    by_step = ReturnConditioned(_config(credit="step"), None)
     assert by_step.label_steps(sampled) == (
         [["bad", "good"], ["bad", "bad"], ["good", "good"]],
         0.5,
@@ -159,7 +159,7 @@ def test_same_seeds_same_run(tmp_path: Path):
     def run(output_dir: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
         generator = tiny_generator(seed=0)
         config = _config(iterations=2, output_dir=str(output_dir))
-        records = ReturnConditioned(generator, config).train()
+        records = ReturnConditioned(config, generator).train()
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records], {
             k: v.clone() for k, v in generator.model.state_dict().items()
         }
@@ -238,7 +238,7 @@ def test_conditioned_on_good_it_plays_better_than_before_and_than_on_bad(tmp_pat
         sft=SFTConfig(learning_rate=3e-3, lr_min=3e-4, epochs=4, batch_size=16),
         output_dir=str(tmp_path),
     )
-    trainer = ReturnConditioned(generator, config)
+    trainer = ReturnConditioned(config, generator)
     start = _scores(trainer, "good")
     records = trainer.train()
     good, bad = _scores(trainer, "good"), _scores(trainer, "bad")

@@ -267,7 +267,7 @@ def test_expert_iteration_logs_skipped_steps(tmp_path, monkeypatch):
         cot=False,
         sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2),
     )
-    trainer = ExpertIteration(generator, config)
+    trainer = ExpertIteration(config, generator)
     original = trainer.collect
 
     def collect(iteration: int) -> Any:

@@ -167,7 +167,7 @@ CASES = [
 def test_self_training_killed_after_an_iteration_resumes_exactly(
     tmp_path: Path, trainer_class: Any, make_config: Any, lora: bool
 ):
-    straight = trainer_class(_starting_model(lora), make_config(tmp_path / "a"))
+    straight = trainer_class(make_config(tmp_path / "a"), _starting_model(lora))
     straight.train()
 
     class KilledAtIteration2(trainer_class):  # type: ignore[misc,valid-type]
@@ -178,10 +178,10 @@ def test_self_training_killed_after_an_iteration_resumes_exactly(
 
     killed_dir = tmp_path / "b"
     with pytest.raises(Killed):
-        KilledAtIteration2(_starting_model(lora), make_config(killed_dir)).train()
+        KilledAtIteration2(make_config(killed_dir), _starting_model(lora)).train()
     assert latest_checkpoint(killed_dir).name == "iteration_000002"
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        trainer_class(_starting_model(lora), make_config(killed_dir)).train()
+        trainer_class(make_config(killed_dir), _starting_model(lora)).train()
     resumed = trainer_class.resume(killed_dir, _starting_model(lora))
     assert resumed.iteration == 2 and resumed.config == make_config(killed_dir)
     resumed.train()

@@ -116,7 +116,7 @@ class ExpertIteration:
 
     config_class = ExpertIterationConfig  # read back from a checkpoint by resume
 
-    def __init__(self, generator: Any, config: ExpertIterationConfig) -> None:
+    def __init__(self, config: ExpertIterationConfig, generator: Any) -> None:
         self.generator = generator
         self.config = config
         self.iteration = 0  # iterations completed

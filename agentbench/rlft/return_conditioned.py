@@ -135,7 +135,7 @@ class ReturnConditioned:
 
     config_class = ReturnConditionedConfig  # read back from a checkpoint by resume
 
-    def __init__(self, generator: Any, config: ReturnConditionedConfig) -> None:
+    def __init__(self, config: ReturnConditionedConfig, generator: Any) -> None:
         self.generator = generator
         self.config = config
         self.iteration = 0  # iterations completed

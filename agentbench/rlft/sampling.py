@@ -312,7 +312,7 @@ def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: 
     sft = config_from_dict(SFTConfig, data.pop("sft", {}), "[sft]")
     config = config_from_dict(config_class, {**data, "sft": sft}, config_class.__name__)
     config = replace(config, output_dir=str(output_dir))  # the run directory may have moved
-    trainer = trainer_class(generator, config)
+    trainer = trainer_class(config, generator)
     load_self_training(trainer, directory)
     return trainer
 
