@@ -239,7 +239,6 @@ def test_ppo_packed_scores_like_per_row_and_its_minibatches_hold_whole_episodes(
     packed = _ppo(tmp_path / "packed", max_packed_tokens=700)  # episodes cut into chunks
     per_row = _ppo(tmp_path / "per-row", packed=False)
     batch = packed.collect(0)
-    packed.step_rewards(batch)
     order = packed.epoch_order(batch)
     assert sorted(order.tolist()) == [0, 1, 2, 3]  # episodes, not steps
     for minibatch in packed._minibatches(batch, order):
@@ -247,12 +246,11 @@ def test_ppo_packed_scores_like_per_row_and_its_minibatches_hold_whole_episodes(
         assert len(minibatch) == 4 * len(episodes)  # every step of each episode
     passes = list(packed._micro_batches(batch, order))
     assert any(len(set(groups)) < len(groups) for _, groups in passes)  # steps share tries
-    packed.score_batch(batch, order)
-    old, ref, values = batch.old_logprobs, batch.ref_logprobs, batch.values.copy()
-    per_row.score_batch(batch, per_row.rng.permutation(len(batch.samples)))
-    assert max_difference(old, batch.old_logprobs) < 1e-4
-    assert max_difference(ref, batch.ref_logprobs) < 1e-4
-    np.testing.assert_allclose(values, batch.values, atol=1e-4)
+    scores = packed.score_batch(batch, order)
+    rows = per_row.score_batch(batch, per_row.rng.permutation(len(batch.samples)))
+    assert max_difference(scores.old_logprobs, rows.old_logprobs) < 1e-4
+    assert max_difference(scores.ref_logprobs, rows.ref_logprobs) < 1e-4
+    np.testing.assert_allclose(scores.values, rows.values, atol=1e-4)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

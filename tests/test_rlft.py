@@ -38,6 +38,7 @@ from agentbench.rlft import (
 from agentbench.rlft.checkpoint import latest_checkpoint
 from agentbench.rlft.policy import lr_factor
 from agentbench.rlft.ppo import (
+    Advantages,
     PPOTrainer,
     RolloutBatch,
     StepSample,
@@ -137,16 +138,16 @@ def test_advantages_reach_their_own_steps(tmp_path: Path):
     ]
     rewards = [np.array([1.0, 0.0]), np.array([3.0, 1.0])]
     mc = PPOTrainer(_small_config(tmp_path, gamma=1.0), tiny_generator(seed=0))
-    batch = RolloutBatch([], samples, rewards=rewards)
-    mc.compute_advantages(batch)
+    batch = RolloutBatch([], samples)
+    result = mc.compute_advantages(batch, rewards, np.zeros(len(samples)))
     # returns-to-go [1, 0] and [4, 1], step means [2.5, 0.5]
-    np.testing.assert_allclose(batch.advantages, [0.5, -1.5, 1.5, -0.5])
+    np.testing.assert_allclose(result.advantages, [0.5, -1.5, 1.5, -0.5])
     config = _small_config(tmp_path, gamma=1.0, gae_lambda=1.0, advantage="gae")
-    batch = RolloutBatch([], samples, rewards=rewards, values=np.array([0.5, 1.0, 2.0, 0.0]))
-    PPOTrainer(config, tiny_generator(seed=0)).compute_advantages(batch)
+    values = np.array([0.5, 1.0, 2.0, 0.0])
+    result = PPOTrainer(config, tiny_generator(seed=0)).compute_advantages(batch, rewards, values)
     # lambda 1: return-to-go minus the step's own value
-    np.testing.assert_allclose(batch.advantages, [0.5, 0.0, 2.0, 0.0])
-    np.testing.assert_allclose(batch.returns, [1.0, 1.0, 4.0, 0.0])
+    np.testing.assert_allclose(result.advantages, [0.5, 0.0, 2.0, 0.0])
+    np.testing.assert_allclose(result.returns, [1.0, 1.0, 4.0, 0.0])
 
 
 # ---------------------------------------------------------------- loss
@@ -330,9 +331,9 @@ class ZeroAdvantages(PPOTrainer):
     """The control: everything as in the real run (rollouts, KL term, optimizer, clipping)
     except that every advantage is 0, so the policy-gradient term carries no reward."""
 
-    def compute_advantages(self, batch: RolloutBatch) -> None:
-        super().compute_advantages(batch)
-        batch.advantages = np.zeros_like(batch.advantages)
+    def compute_advantages(self, batch: RolloutBatch, rewards, values) -> Advantages:
+        real = super().compute_advantages(batch, rewards, values)
+        return Advantages(np.zeros_like(real.advantages), real.returns)
 
 
 @pytest.mark.slow
@@ -400,10 +401,10 @@ class Killed(Exception):
 class KilledAtUpdate3(PPOTrainer):
     """Dies in the middle of the third update, after the checkpoint of update 2."""
 
-    def update_policy(self, batch, orders):
+    def update_policy(self, *args):
         if self.update == 2:
             raise Killed
-        return super().update_policy(batch, orders)
+        return super().update_policy(*args)
 
 
 def _small_config(output_dir: Path, **changes: Any) -> PPOConfig:

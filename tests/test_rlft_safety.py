@@ -180,10 +180,11 @@ def test_ppo_skips_a_nan_loss_step_and_the_weights_stay_unchanged_by_it(
 
 def test_ppo_stops_when_a_nan_reward_makes_every_step_of_an_update_non_finite(tmp_path):
     class NaNRewardAtUpdate2(PPOTrainer):
-        def step_rewards(self, batch: Any) -> None:
-            super().step_rewards(batch)
+        def step_rewards(self, batch: Any) -> list[Any]:
+            rewards = super().step_rewards(batch)
             if self.update == 1:
-                batch.rewards[0][-1] = math.nan
+                rewards[0][-1] = math.nan
+            return rewards
 
     trainer = NaNRewardAtUpdate2(_ppo_config(tmp_path), tiny_generator(seed=0))
     after_update_1: list[torch.Tensor] = []

@@ -1,13 +1,15 @@
 """PPO fine-tuning of an LLM agent (SPEC.md section 3), one file in the shape of CleanRL's ppo.py.
 
-Every update of :meth:`PPOTrainer.train` reads top to bottom:
+Every update of :meth:`PPOTrainer.train` reads top to bottom, each phase returning
+its values to the next (the rollout, its rewards, its :class:`Scores`, its
+:class:`Advantages`, the update's statistics) rather than filling a shared batch:
 
 1. **collect**: the LLM agent plays ``episodes_per_update`` training episodes at
-   temperature 1.0 through :func:`agentbench.rollout.rollout`; ``on_decision``
-   records each step's prompt token ids and generated token ids.
+   temperature 1.0, keeping each step's prompt and generated token ids (the
+   collection every trainer shares, :mod:`agentbench.rlft.collection`).
 2. **rewards**: per step, the normalised env reward + the invalid-answer penalty
    (+ the optional exploration bonus); dense (every step) or sparse (the episode's
-   total at its last step). See :meth:`PPOTrainer.step_rewards`.
+   total at its last step): :mod:`agentbench.rlft.rewards`.
 3. **old log-probs**: recomputed under no_grad, in the same forward passes as the
    first training pass, so the first ratio is exactly 1 (the generation-time
    log-probs can differ from a recomputation, by up to ~0.8 in bf16). The reference
@@ -48,7 +50,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -166,16 +168,27 @@ class StepSample:
 
 @dataclass
 class RolloutBatch:
-    """One update's data; the tensors are filled in as the update proceeds."""
+    """One update's rollout: the episodes and the policy's own decisions in them."""
 
     episodes: list[Episode]  # sorted by seed
     samples: list[StepSample]  # sorted by (episode, t)
-    rewards: list[np.ndarray] = field(default_factory=list)  # training reward per episode step
-    advantages: np.ndarray = field(default_factory=lambda: np.zeros(0))  # one per sample
-    returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # value targets (gae)
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0))  # V(s) at collection
-    old_logprobs: list[torch.Tensor] = field(default_factory=list)
-    ref_logprobs: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the policy before this update, and the reference, say of each sample."""
+
+    old_logprobs: list[torch.Tensor]  # of the generated tokens, under the "old" policy
+    ref_logprobs: list[torch.Tensor]  # under pi_ref
+    values: np.ndarray  # V(s) at collection (gae); zeros without a value head
+
+
+@dataclass(frozen=True)
+class Advantages:
+    """One advantage per sample, and the value head's targets."""
+
+    advantages: np.ndarray
+    returns: np.ndarray  # value targets (gae); zeros for mc
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -332,16 +345,16 @@ class PPOTrainer:
         while self.update < config.total_updates:
             started = time.perf_counter()
             batch = self.collect(self.update)  # 1. collect
-            self.step_rewards(batch)  # 2. rewards
+            rewards = self.step_rewards(batch)  # 2. rewards
             orders = [self.epoch_order(batch) for _ in range(config.update_epochs)]
-            self.update_value_statistics(batch)
-            self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
-            self.compute_advantages(batch)  # 4. advantages
-            stats = self.update_policy(batch, orders)  # 5. update
+            self.update_value_statistics(rewards)
+            scores = self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
+            advantages = self.compute_advantages(batch, rewards, scores.values)  # 4. advantages
+            stats = self.update_policy(batch, scores, advantages, orders)  # 5. update
             self.update += 1
             record = {
                 "update": self.update,
-                **self.rollout_metrics(batch),
+                **self.rollout_metrics(batch, rewards, scores),
                 **stats,
                 "seconds": time.perf_counter() - started,
             }
@@ -404,13 +417,13 @@ class PPOTrainer:
 
     # 2. rewards --------------------------------------------------------------------
 
-    def step_rewards(self, batch: RolloutBatch) -> None:
-        """Training reward of every step of the rollout (:func:`training_rewards`)."""
-        batch.rewards = training_rewards(batch.episodes, self.config.reward_shaping())
+    def step_rewards(self, batch: RolloutBatch) -> list[np.ndarray]:
+        """Training reward of every step of each episode (:func:`training_rewards`)."""
+        return training_rewards(batch.episodes, self.config.reward_shaping())
 
     # 3. old log-probs, reference log-probs, values -------------------------------------
 
-    def update_value_statistics(self, batch: RolloutBatch) -> None:
+    def update_value_statistics(self, rewards: Sequence[np.ndarray]) -> None:
         """Merge the rollout's Monte-Carlo returns-to-go (every episode, every process's:
         each process holds all episodes) into the value head's running statistics,
         before the values of this rollout are computed: even a fresh head then predicts
@@ -418,10 +431,10 @@ class PPOTrainer:
         if self.value_head is None:
             return
         self.value_head.update_statistics(
-            np.concatenate([returns_to_go(rewards, self.config.gamma) for rewards in batch.rewards])
+            np.concatenate([returns_to_go(episode, self.config.gamma) for episode in rewards])
         )
 
-    def score_batch(self, batch: RolloutBatch, first_order: np.ndarray) -> None:
+    def score_batch(self, batch: RolloutBatch, first_order: np.ndarray) -> Scores:
         """Log-probs of the sampled tokens under the current policy (the "old" policy of
         this update) and the reference, and V(s) for GAE, without gradients.
 
@@ -444,9 +457,7 @@ class PPOTrainer:
                 reference = self.reference_logprobs(batch, micro, groups)
             for j, i in enumerate(micro):
                 old[i], ref[i] = logprobs.logprobs[j].detach(), reference[j].detach()
-        batch.old_logprobs = [t for t in old if t is not None]
-        batch.ref_logprobs = [t for t in ref if t is not None]
-        batch.values = values
+        return Scores([t for t in old if t is not None], [t for t in ref if t is not None], values)
 
     def reference_logprobs(
         self, batch: RolloutBatch, micro: Sequence[int], groups: Sequence[int] | None = None
@@ -498,27 +509,36 @@ class PPOTrainer:
 
     # 4. advantages ------------------------------------------------------------------
 
-    def compute_advantages(self, batch: RolloutBatch) -> None:
-        """One advantage per step: "mc" (batch-mean baseline) or "gae" (value head)."""
+    def compute_advantages(
+        self, batch: RolloutBatch, rewards: Sequence[np.ndarray], values: np.ndarray
+    ) -> Advantages:
+        """One advantage per sample: "mc" (returns-to-go minus the batch mean at the same
+        step) or "gae" (from the value head's ``values`` of the samples)."""
         config = self.config
+        n = len(batch.samples)
         if config.advantage == "mc":
-            per_episode = mc_baseline_advantages(batch.rewards, config.gamma)
-            batch.advantages = np.array([per_episode[s.episode, s.t - 1] for s in batch.samples])
-            batch.returns = np.zeros(len(batch.samples))
-            return
+            per_episode = mc_baseline_advantages(list(rewards), config.gamma)
+            advantages = np.array([per_episode[s.episode, s.t - 1] for s in batch.samples])
+            return Advantages(advantages, np.zeros(n))
         index = {(s.episode, s.t): i for i, s in enumerate(batch.samples)}
-        advantages, returns = np.zeros(len(batch.samples)), np.zeros(len(batch.samples))
-        for e, rewards in enumerate(batch.rewards):
+        advantages, returns = np.zeros(n), np.zeros(n)
+        for e, episode in enumerate(rewards):
             if (e, 1) not in index:
                 continue  # played by another process, which computes its advantages
-            rows = [index[(e, t)] for t in range(1, len(rewards) + 1)]
-            adv, ret = gae(rewards, batch.values[rows], config.gamma, config.gae_lambda)
+            rows = [index[(e, t)] for t in range(1, len(episode) + 1)]
+            adv, ret = gae(episode, values[rows], config.gamma, config.gae_lambda)
             advantages[rows], returns[rows] = adv, ret
-        batch.advantages, batch.returns = advantages, returns
+        return Advantages(advantages, returns)
 
     # 5. update ----------------------------------------------------------------------
 
-    def update_policy(self, batch: RolloutBatch, orders: Sequence[np.ndarray]) -> dict[str, float]:
+    def update_policy(
+        self,
+        batch: RolloutBatch,
+        scores: Scores,
+        advantages: Advantages,
+        orders: Sequence[np.ndarray],
+    ) -> dict[str, float]:
         """PPO epochs over minibatches; returns the update's training statistics."""
         config = self.config
         device = self.policy.device
@@ -536,7 +556,7 @@ class PPOTrainer:
                 n_tokens, n_rows = self.parallel.sum(
                     [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
                 )
-                step_advantages = self._minibatch_advantages(batch, minibatch)
+                step_advantages = self._minibatch_advantages(advantages.advantages, minibatch)
                 losses_finite = True
                 for micro, groups in self._micro_batches_of(batch, minibatch):
                     lengths = [len(batch.samples[i].completion_ids) for i in micro]
@@ -547,15 +567,15 @@ class PPOTrainer:
                     ):
                         packed = self.logprobs(self.policy, batch, micro, groups)
                         new = torch.cat(packed.logprobs)
-                    old = torch.cat([batch.old_logprobs[i] for i in micro])
-                    ref = torch.cat([batch.ref_logprobs[i] for i in micro])
-                    advantages = torch.tensor(
+                    old = torch.cat([scores.old_logprobs[i] for i in micro])
+                    ref = torch.cat([scores.ref_logprobs[i] for i in micro])
+                    token_advantages = torch.tensor(
                         np.repeat([step_advantages[i] for i in micro], lengths),
                         dtype=torch.float32,
                         device=device,
                     )
                     token_losses, stats = ppo_token_losses(
-                        new, old, ref, advantages, config.clip_eps, config.kl_beta
+                        new, old, ref, token_advantages, config.clip_eps, config.kl_beta
                     )
                     loss = token_losses.sum() / n_tokens
                     if self.value_head is not None:
@@ -565,7 +585,9 @@ class PPOTrainer:
                         )
                         targets = self.value_head.normalise(
                             torch.tensor(
-                                batch.returns[micro], dtype=torch.float32, device=predicted.device
+                                advantages.returns[micro],
+                                dtype=torch.float32,
+                                device=predicted.device,
                             )
                         )
                         squared = (predicted - targets).pow(2).sum()
@@ -619,10 +641,12 @@ class PPOTrainer:
             result["value_loss"] = float(value_loss_sum / (n_samples * len(orders)))
         return result
 
-    def _minibatch_advantages(self, batch: RolloutBatch, minibatch: list[int]) -> dict[int, float]:
+    def _minibatch_advantages(
+        self, advantages: np.ndarray, minibatch: list[int]
+    ) -> dict[int, float]:
         """Each step's advantage; with ``normalize_advantages``, standardised over the
         minibatch (its steps in every process)."""
-        values = batch.advantages[minibatch]
+        values = advantages[minibatch]
         if self.config.normalize_advantages:
             total, squares, count = self.parallel.sum(
                 [values.sum(), np.square(values).sum(), len(values)]
@@ -693,18 +717,20 @@ class PPOTrainer:
 
     # 6. log, evaluate ---------------------------------------------------------------
 
-    def rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
+    def rollout_metrics(
+        self, batch: RolloutBatch, rewards: Sequence[np.ndarray], scores: Scores
+    ) -> dict[str, float]:
         """Training-rollout metrics: env reward, regret and coverage (bandits), invalid rate,
         the training reward, and the policy's entropy estimate (mean -log p of sampled tokens)."""
         steps = [step for episode in batch.episodes for step in episode.steps]
-        tokens = torch.cat(batch.old_logprobs)
+        tokens = torch.cat(scores.old_logprobs)
         logprob_sum, n_tokens, n_samples = self.parallel.sum(
             [float(tokens.sum()), tokens.numel(), len(batch.samples)]
         )
         return {
             **outcome_metrics(batch.episodes),
             "mean_env_reward": float(np.mean([s.reward for s in steps])),
-            "mean_train_reward": float(np.mean(np.concatenate(batch.rewards))),
+            "mean_train_reward": float(np.mean(np.concatenate(rewards))),
             "entropy": float(-logprob_sum / n_tokens),
             "tokens_per_step": float(n_tokens / n_samples),
         }
