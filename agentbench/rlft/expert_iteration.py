@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,9 +38,9 @@ from agentbench.records import Episode
 from agentbench.rlft.config import ANY_FINITE, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
+    SelfTrainer,
     SelfTrainingConfig,
     evaluate_policy,
-    resume_self_training,
     run_iterations,
     sample_episodes,
     sample_metrics,
@@ -110,22 +109,12 @@ def select_episodes(
     return keep
 
 
-class ExpertIteration:
+class ExpertIteration(SelfTrainer):
     """Expert iteration on an LLM agent; ``generator`` (a TransformersGenerator) is
     fine-tuned in place."""
 
     config_class = ExpertIterationConfig  # read back from a checkpoint by resume
-
-    def __init__(self, config: ExpertIterationConfig, generator: Any) -> None:
-        self.generator = generator
-        self.config = config
-        self.iteration = 0  # iterations completed
-
-    @classmethod
-    def resume(cls, output_dir: str | Path, generator: Any) -> ExpertIteration:
-        """Continue the run in ``output_dir`` from its newest intact checkpoint (exactly);
-        ``generator`` is the run's starting model (:func:`resume_self_training`)."""
-        return resume_self_training(cls, output_dir, generator)
+    config: ExpertIterationConfig
 
     def train_seeds(self) -> list[int]:
         """The contexts: the same seeds every iteration."""

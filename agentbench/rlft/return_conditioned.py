@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,9 +40,9 @@ from agentbench.records import Episode
 from agentbench.rlft.config import ANY_FINITE, UNIT, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
+    SelfTrainer,
     SelfTrainingConfig,
     evaluate_policy,
-    resume_self_training,
     run_iterations,
     sample_episodes,
     sample_metrics,
@@ -129,22 +128,12 @@ class ReturnTokenContexts:
         return self.agent.supports(family)
 
 
-class ReturnConditioned:
+class ReturnConditioned(SelfTrainer):
     """Return-conditioned training of an LLM agent; ``generator`` (a TransformersGenerator)
     is fine-tuned in place."""
 
     config_class = ReturnConditionedConfig  # read back from a checkpoint by resume
-
-    def __init__(self, config: ReturnConditionedConfig, generator: Any) -> None:
-        self.generator = generator
-        self.config = config
-        self.iteration = 0  # iterations completed
-
-    @classmethod
-    def resume(cls, output_dir: str | Path, generator: Any) -> ReturnConditioned:
-        """Continue the run in ``output_dir`` from its newest intact checkpoint (exactly);
-        ``generator`` is the run's starting model (:func:`resume_self_training`)."""
-        return resume_self_training(cls, output_dir, generator)
+    config: ReturnConditionedConfig
 
     def train_seeds(self, iteration: int) -> list[int]:
         """The episodes of iteration ``iteration`` (0-based): fresh seeds every iteration."""

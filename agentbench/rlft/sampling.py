@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Self
 
 import numpy as np
 
@@ -224,15 +224,26 @@ def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
     }
 
 
-class SelfTrainer(Protocol):
-    """What :func:`run_iterations` drives: a config, a counter, the policy, and one
-    iteration."""
+class SelfTrainer:
+    """What :func:`run_iterations` drives: a config, a counter, the policy (a
+    TransformersGenerator, fine-tuned in place), and one iteration, which each method
+    defines. Constructed as every trainer is, ``(config, generator)``."""
 
-    config: SelfTrainingConfig
-    iteration: int  # iterations completed
-    generator: Any  # the policy, fine-tuned in place
+    config_class: type[SelfTrainingConfig] = SelfTrainingConfig  # read back by resume
 
-    def iterate(self, iteration: int) -> dict[str, Any]: ...
+    def __init__(self, config: Any, generator: Any) -> None:
+        self.config = config
+        self.generator = generator
+        self.iteration = 0  # iterations completed
+
+    @classmethod
+    def resume(cls, output_dir: str | Path, generator: Any) -> Self:
+        """Continue the run in ``output_dir`` from its newest intact checkpoint (exactly);
+        ``generator`` is the run's starting model (:func:`resume_self_training`)."""
+        return resume_self_training(cls, output_dir, generator)
+
+    def iterate(self, iteration: int) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
