@@ -383,8 +383,16 @@ def test_score_sums_exactly_the_continuation_tokens_of_the_echo(
     # " ACTION" straddles "assistant: " and the continuation: it is the candidate's first word.
     assert scores == [[-12.0, -13.0], [-9.0, 0.0, -10.0]]
     assert len(server.exchanges) == 4  # the empty continuation needs no request
-    prompt_text = "system: You choose arms.\nuser: Pick a colour.\nassistant: "
-    assert server.exchanges[0].body["prompt"] in {prompt_text + c for c in continuations[0]}
+    # the requests run concurrently: they arrive in any order
+    colour = "system: You choose arms.\nuser: Pick a colour.\nassistant: "
+    cell = "user: Which cell?\nassistant: "
+    expected = [
+        colour + "ACTION=blue",
+        colour + "ACTION=green",
+        cell + "ACTION=4",
+        cell + "ACTION=10",
+    ]
+    assert sorted(e.body["prompt"] for e in server.exchanges) == sorted(expected)
     assert all(e.body["echo"] is True and e.body["logprobs"] >= 1 for e in server.exchanges)
 
 
