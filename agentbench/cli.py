@@ -183,8 +183,8 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         ReturnConditionedConfig,
     )
     from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.sft import SFTConfig
-    from agentbench.settings import config_from_dict
+    from agentbench.rlft.config import AGENT_KEYS
+    from agentbench.settings import config_from_dict, moved_settings_error
 
     trainer_class, config_class = {
         "expert-iteration": (ExpertIteration, ExpertIterationConfig),
@@ -196,11 +196,8 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     options = {key: data.pop(key, default) for key, default in own.items()}
     if args.out:
         data["output_dir"] = args.out
-    sft_options = data.pop("sft", {})
-    if not isinstance(sft_options, dict):
-        raise ConfigError(f"sft must be a table of SFTConfig settings, got {sft_options!r}")
-    sft = config_from_dict(SFTConfig, sft_options, "[sft]")
-    config = config_from_dict(config_class, {**data, "sft": sft}, method, also_accepted=own)
+    moved_settings_error(data, AGENT_KEYS, "agent")
+    config = config_from_dict(config_class, data, method, also_accepted=own)  # [sft], [agent]
     generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
                                      int(options["lora_r"]), config.sft.seed)  # fmt: skip
     if config.output_dir and latest_checkpoint(config.output_dir) is not None:
@@ -395,6 +392,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequen
 
 def _training_settings_epilog() -> str:
     """Every setting a training config can hold, with its default and help."""
+    from agentbench.agent.llm import LLMAgentSettings
     from agentbench.rlft.config import PPOConfig
     from agentbench.rlft.expert_iteration import ExpertIterationConfig
     from agentbench.rlft.return_conditioned import ReturnConditionedConfig
@@ -403,17 +401,20 @@ def _training_settings_epilog() -> str:
 
     shared = {f.name for f in dataclasses.fields(SelfTrainingConfig)}
     parts = [
-        "PPO settings (method = \"ppo\", the default; agentbench/rlft/config.py):",
+        'PPO settings (method = "ppo", the default; agentbench/rlft/config.py):',
         settings_help_text(PPOConfig),
-        "Expert iteration and return-conditioned training (method = \"expert-iteration\" or "
-        "\"return-conditioned\"), shared settings:",
+        'Expert iteration and return-conditioned training (method = "expert-iteration" or '
+        '"return-conditioned"), shared settings:',
         settings_help_text(SelfTrainingConfig, skip=("sft",)),
-        "method = \"expert-iteration\" only:",
+        'method = "expert-iteration" only:',
         settings_help_text(ExpertIterationConfig, skip=tuple(shared)),
-        "method = \"return-conditioned\" only:",
+        'method = "return-conditioned" only:',
         settings_help_text(ReturnConditionedConfig, skip=tuple(shared)),
         "[sft] table of the self-training methods (SFTConfig):",
         settings_help_text(SFTConfig),
+        "[agent] table of every method (LLMAgentSettings; try_all, epsilon, self_consistency, "
+        "self_correction and return_token are not trainable yet):",
+        settings_help_text(LLMAgentSettings),
     ]
     return "\n\n".join(parts)
 

@@ -55,6 +55,8 @@ def _default_text(field: dataclasses.Field) -> str:
         return "required"
     if value is None:
         return "none"
+    if dataclasses.is_dataclass(value):
+        return f"a [{field.name}] table ({type(value).__name__}, below)"
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -89,8 +91,26 @@ def config_from_dict(
         values["history_length"] = None
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]) and not isinstance(value, hints[name]):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{name} must be a [{name}] table of {hints[name].__name__} settings, "
+                    f"got {value!r}"
+                )
+            value = config_from_dict(hints[name], value, f"[{name}]")  # a nested table
         values[name] = checked_value(name, value, hints[name])
     return cls(**values)
+
+
+def moved_settings_error(data: dict[str, Any], moved: Sequence[str], table: str) -> None:
+    """A ConfigError when ``data`` still holds settings that now live in ``[table]``."""
+    found = [key for key in moved if key in data]
+    if found:
+        verb = "belongs" if len(found) == 1 else "belong"
+        raise ConfigError(
+            f"{', '.join(found)} now {verb} in the [{table}] table (e.g. [{table}] "
+            f"{found[0]} = ...): the {table}'s settings are declared once, there"
+        )
 
 
 def check_types(config: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from fixed_bandits import learning_threads
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import PPOConfig
 from agentbench.rlft import checkpoint as ckpt
@@ -41,7 +42,7 @@ def _config(output_dir: Path, **changes: Any) -> PPOConfig:
         total_updates=2,
         num_minibatches=2,
         micro_batch_size=4,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         learning_rate=1e-3,
         warmup_steps=1,
         eval_every=0,

@@ -22,7 +22,7 @@ episodes_per_update = 2
 total_updates = {updates}
 num_minibatches = 1
 micro_batch_size = 4
-cot = false
+agent = {{ cot = false }}
 use_lora = true
 warmup_steps = 0
 eval_every = 0
@@ -99,7 +99,7 @@ model = "tiny"
 env_id = "agentbench/GaussianBandit-v0"
 env_kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 iterations = 1
-cot = false
+agent = {{ cot = false }}
 num_envs = 4
 eval_episodes = 2
 output_dir = "{out}"

@@ -22,6 +22,7 @@ from fixed_bandits import (
     weak_start,
 )
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import ExpertIteration, ExpertIterationConfig, select_episodes
@@ -71,7 +72,7 @@ def _config(**changes: Any) -> ExpertIterationConfig:
         iterations=1,
         train_episodes=3,
         samples_per_seed=3,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=8),
     )
     values.update(changes)
@@ -245,7 +246,7 @@ def test_expert_iteration_learns_valid_answers_and_the_better_arm(tmp_path: Path
         iterations=3,
         train_episodes=16,
         samples_per_seed=4,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, lr_min=1e-4, batch_size=16, micro_batch_size=40),
         output_dir=str(tmp_path),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft.config import PPOConfig
 from agentbench.rlft.policy import add_lora
@@ -58,7 +59,7 @@ def test_a_ppo_update_is_the_same_with_checkpointing(tmp_path: Path) -> None:
             episodes_per_update=4,
             total_updates=1,
             num_minibatches=2,
-            cot=False,
+            agent=LLMAgentSettings(cot=False),
             optimizer="adamw",
             warmup_steps=0,
             eval_every=0,

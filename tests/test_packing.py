@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.packing import (
     build_trie,
@@ -222,7 +223,7 @@ def _ppo(tmp_path: Path, **changes: Any) -> PPOTrainer:
         total_updates=1,
         num_minibatches=2,
         micro_batch_size=3,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         optimizer="adamw",
         learning_rate=1e-3,
         warmup_steps=0,

@@ -59,7 +59,7 @@ def _config(**changes: Any) -> ReturnConditionedConfig:
         env_kwargs={"horizon": 2},
         iterations=1,
         episodes_per_iteration=4,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=4),
     )
     values.update(changes)
@@ -234,7 +234,7 @@ def test_conditioned_on_good_it_plays_better_than_before_and_than_on_bad(tmp_pat
         iterations=4,
         episodes_per_iteration=32,
         credit="step",
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=3e-3, lr_min=3e-4, epochs=4, batch_size=16),
         output_dir=str(tmp_path),
     )

@@ -234,14 +234,14 @@ def test_config_loads_from_toml(tmp_path: Path):
     path = tmp_path / "ppo.toml"
     path.write_text(
         'env_id = "agentbench/TicTacToe-v0"\nadvantage = "gae"\nupdate_epochs = 2\n'
-        'learning_rate = 1\nhistory_length = "all"\nuse_lora = true\n'
+        'learning_rate = 1\nagent = { history_length = "all" }\nuse_lora = true\n'
         'lora_target_modules = ["q_proj", "v_proj"]\n[env_kwargs]\nopponent = "minimax"\n',
         encoding="utf-8",
     )
     config = load_ppo_config(path)
     assert config.advantage == "gae" and config.update_epochs == 2
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
-    assert config.history_length is None and config.agent_settings().history_length is None
+    assert config.agent.history_length is None and config.agent_settings().history_length is None
     assert config.env_kwargs == {"opponent": "minimax"}
     assert ppo_config_from_dict(json.loads(config.to_json())) == config
 
@@ -263,7 +263,7 @@ def _learning_config(output_dir: Path, **changes: Any) -> PPOConfig:
         num_minibatches=2,
         micro_batch_size=40,
         update_epochs=1,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         optimizer="adamw",
         learning_rate=1e-3,
         lr_min=1e-4,
@@ -417,7 +417,7 @@ def _small_config(output_dir: Path, **changes: Any) -> PPOConfig:
         num_minibatches=2,
         micro_batch_size=4,
         update_epochs=2,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         learning_rate=1e-3,
         lr_min=1e-5,
         warmup_steps=1,
@@ -535,7 +535,7 @@ def test_smollm2_lora_gae_update_loads_trains_and_resumes(tmp_path: Path):
         total_updates=1,
         num_minibatches=1,
         micro_batch_size=4,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         use_lora=True,
         advantage="gae",
         warmup_steps=0,

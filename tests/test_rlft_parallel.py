@@ -33,7 +33,7 @@ episodes_per_update = 4
 total_updates = 2
 num_minibatches = 1
 micro_batch_size = 4
-cot = false
+agent = {{ cot = false }}
 use_lora = true
 warmup_steps = 0
 eval_every = 2

@@ -13,6 +13,7 @@ import pytest
 import torch
 from fixed_bandits import learning_threads
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
 from agentbench.models.packing import PackedLogprobs
@@ -127,7 +128,7 @@ def _ppo_config(output_dir: Path, **changes: Any) -> PPOConfig:
         num_minibatches=2,  # 4 episodes of 3 steps: minibatches of 2 episodes, 6 steps
         micro_batch_size=4,
         update_epochs=2,  # 4 optimizer steps per update, 2 loss calls each
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         optimizer="adamw",
         learning_rate=1e-3,
         warmup_steps=1,
@@ -265,7 +266,7 @@ def test_expert_iteration_logs_skipped_steps(tmp_path, monkeypatch):
         iterations=1,
         train_episodes=4,
         samples_per_seed=2,
-        cot=False,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2),
     )
     trainer = ExpertIteration(config, generator)

@@ -48,8 +48,8 @@ def _config(output_dir: Path, **changes: Any) -> PPOConfig:
         # after 12 updates 0.66, 0.70 and 0.78 on three kernel settings).
         gamma=0.0,
         gae_lambda=0.95,
-        cot=False,
-        history_length=0,  # the board is in the state text; past moves add nothing
+        # history_length 0: the board is in the state text; past moves add nothing
+        agent=LLMAgentSettings(cot=False, history_length=0),
         optimizer="adamw",
         learning_rate=1e-3,
         lr_min=1e-4,

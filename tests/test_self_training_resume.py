@@ -12,6 +12,7 @@ import pytest
 import torch
 from fixed_bandits import learning_threads
 
+from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import (
@@ -142,14 +143,16 @@ def test_sft_without_output_dir_writes_nothing(tmp_path: Path, monkeypatch):
 def _ei_config(output_dir: Path) -> ExpertIterationConfig:
     return ExpertIterationConfig(
         env_id=ENV, env_kwargs=ENV_KWARGS, iterations=3, train_episodes=3, samples_per_seed=2,
-        cot=False, sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2, seed=3),
+        agent=LLMAgentSettings(cot=False),
+        sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2, seed=3),
         output_dir=str(output_dir),
     )  # fmt: skip
 
 
 def _rc_config(output_dir: Path) -> ReturnConditionedConfig:
     return ReturnConditionedConfig(
-        env_id=ENV, env_kwargs=ENV_KWARGS, iterations=3, episodes_per_iteration=4, cot=False,
+        env_id=ENV, env_kwargs=ENV_KWARGS, iterations=3, episodes_per_iteration=4,
+        agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=4, seed=3), output_dir=str(output_dir),
     )  # fmt: skip
 

@@ -9,7 +9,7 @@ import pytest
 from agentbench.agent.llm import LLMAgentSettings, settings_from_dict
 from agentbench.cli import main
 from agentbench.errors import ConfigError
-from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.expert_iteration import ExpertIterationConfig
 from agentbench.rlft.return_conditioned import ReturnConditionedConfig
 from agentbench.rlft.sft import SFTConfig
@@ -65,3 +65,36 @@ def test_sft_options_take_their_defaults_from_the_config(capsys):
     assert f"passes over the examples (default: {defaults.epochs})" in page
     assert f"(gradient accumulation) (default: {defaults.micro_batch_size})" in page
     assert "--learning-rate X, --lr X" in page
+
+
+def test_the_agent_settings_are_one_nested_table_of_every_training_config():
+    config = config_from_dict(
+        PPOConfig, {"agent": {"cot": False, "history_length": "all", "summary": True}}, "PPO"
+    )
+    assert config.agent == LLMAgentSettings(cot=False, history_length=None, summary=True)
+    assert config.agent_settings(temperature=0.0) == dataclasses.replace(
+        config.agent, temperature=0.0
+    )
+    ei = config_from_dict(
+        ExpertIterationConfig, {"agent": {"budget": 64}, "sft": {"epochs": 2}}, "EI"
+    )
+    assert ei.agent.budget == 64 and ei.sft.epochs == 2
+    assert ei.agent_settings(return_token="good").return_token == "good"
+    # the agent's fields live in LLMAgentSettings only
+    for cls in (PPOConfig, ExpertIterationConfig, ReturnConditionedConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert not names & {"cot", "budget", "history_length"}, cls.__name__
+
+
+def test_training_configs_point_moved_and_untrainable_agent_settings_out():
+    with pytest.raises(ConfigError, match=r"^cot, budget now belong in the \[agent\] table"):
+        ppo_config_from_dict({"cot": False, "budget": 8})
+    with pytest.raises(ConfigError, match=r"agent must be a \[agent\] table"):
+        ppo_config_from_dict({"agent": "llm"})
+    with pytest.raises(ConfigError, match=r"unknown \[agent\] settings \['cott'\]"):
+        ppo_config_from_dict({"agent": {"cott": False}})
+    for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4}):
+        with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):
+            ppo_config_from_dict({"agent": mechanism})
+        with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):
+            config_from_dict(ReturnConditionedConfig, {"agent": mechanism}, "RC")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,20 @@ from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
 from agentbench.rlft.rewards import REWARD_NORMALISATIONS, REWARDS, RewardShaping
-from agentbench.settings import check_types, config_from_dict, setting
+from agentbench.settings import check_types, config_from_dict, moved_settings_error, setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
 OPTIMIZERS = ("adamw", "adafactor")
 ADVANTAGES = ("mc", "gae")
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # agentbench.rlft.precision
+
+
+AGENT_TABLE_HELP = (
+    "the LLM agent that plays: an [agent] table of LLMAgentSettings keys (cot, budget, "
+    "history_length, summary, randomise_labels, top_p; see agentbench run's llm agent)"
+)
+# Agent settings that move to the [agent] table (earlier configs had them at the top).
+AGENT_KEYS = ("cot", "budget", "history_length")
 
 
 @dataclass
@@ -175,11 +183,10 @@ class PPOConfig:
         0.0, "> 0 makes the first PPO ratio differ from 1 (dropout noise)"
     )
     lora_target_modules: list[str] | str = setting("all-linear", "peft target_modules")
-    # ---- the agent (SPEC.md section 2); rollouts sample at temperature 1.0, eval is greedy
-    cot: bool = setting(True, "think, then ACTION=X; False: ACTION=X only (16-token budget)")
-    budget: int = setting(256, "generation budget G with CoT (SPEC default 256)")
-    history_length: int | None = setting(
-        50, 'C: transitions in the context; None ("all") = whole episode'
+    # ---- the agent (SPEC.md section 2)
+    agent: LLMAgentSettings = setting(
+        factory=LLMAgentSettings,
+        help=AGENT_TABLE_HELP + "; rollouts sample at temperature 1.0, evaluation is greedy",
     )
     # ---- output
     output_dir: str = setting("runs/ppo", "metrics.jsonl, eval episodes and checkpoints go here")
@@ -214,7 +221,6 @@ class PPOConfig:
             "update_epochs",
             "lora_r",
             "lora_alpha",
-            "budget",
             "keep_checkpoints",
             "eval_episodes",
         ):
@@ -240,16 +246,11 @@ class PPOConfig:
                 f"evaluation seeds [{self.eval_seed}, {eval_end}) overlap training seeds "
                 f"[{self.train_seed}, {train_end}); move eval_seed outside the training range"
             )
-        self.agent_settings()  # LLMAgentSettings checks budget and history_length
+        check_training_agent(self.agent)
 
     def agent_settings(self, temperature: float = 1.0) -> LLMAgentSettings:
         """The LLM agent of rollouts (temperature 1.0, SPEC.md 2) or evaluation (0.0)."""
-        return LLMAgentSettings(
-            cot=self.cot,
-            budget=self.budget,
-            history_length=self.history_length,
-            temperature=temperature,
-        )
+        return replace(self.agent, temperature=temperature)
 
     def reward_shaping(self) -> RewardShaping:
         """How this run turns env rewards into training rewards (agentbench.rlft.rewards)."""
@@ -269,8 +270,32 @@ class PPOConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
 
+def check_training_agent(agent: LLMAgentSettings) -> None:
+    """The agent mechanisms RL fine-tuning can train with: every step must be the
+    model's own generated answer. Template steps (try-all, epsilon-greedy) and answers
+    assembled from several generations (self-consistency, self-correction) carry no
+    single generated sequence to score, so they are refused with one clear error."""
+    if not isinstance(agent, LLMAgentSettings):
+        raise ConfigError(f"agent must be an [agent] table, got {agent!r}")
+    unsupported = {
+        "try_all": agent.try_all,
+        "epsilon": agent.epsilon > 0,
+        "self_consistency": agent.self_consistency > 1,
+        "self_correction": agent.self_correction,
+        "return_token": agent.return_token is not None,
+    }
+    named = [name for name, used in unsupported.items() if used]
+    if named:
+        raise ConfigError(
+            f"agent setting {named[0]} is not supported in RL fine-tuning: training needs "
+            "every step to be the model's own single generated answer"
+        )
+
+
 def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
-    """A PPOConfig from plain values, with one clear error for unknown keys."""
+    """A PPOConfig from plain values (the [agent] table as a nested table), with one
+    clear error for unknown keys."""
+    moved_settings_error(data, AGENT_KEYS, "agent")
     return config_from_dict(PPOConfig, data, "PPO")
 
 

@@ -51,11 +51,13 @@ from agentbench.rlft.collection import (
     played_with_tokens,
 )
 from agentbench.rlft.config import (
+    AGENT_TABLE_HELP,
     NON_NEGATIVE,
     NON_POSITIVE,
     POSITIVE,
     Interval,
     check_float_settings,
+    check_training_agent,
     config_from_dict,
 )
 from agentbench.rlft.rewards import RewardShaping, training_rewards
@@ -81,9 +83,7 @@ class SelfTrainingConfig:
     num_envs: int = setting(64, "episodes played in parallel (one batched generate call per step)")
     # ---- the sampling agent (SPEC.md 2); evaluation is greedy unless asked otherwise
     temperature: float = setting(1.0, "sampling temperature of training episodes, > 0 (SPEC: 1.0)")
-    cot: bool = setting(True, "think, then ACTION=X; False: ACTION=X only (16-token budget)")
-    budget: int = setting(256, "generation budget G with CoT (SPEC default 256)")
-    history_length: int | None = setting(50, "C: transitions in the context; None = whole episode")
+    agent: LLMAgentSettings = setting(factory=LLMAgentSettings, help=AGENT_TABLE_HELP)
     # ---- the training return of an episode (PPO's shaping, summed)
     invalid_penalty: float = setting(
         INVALID_ACTION_PENALTY, "added per invalid step, <= 0 (SPEC: -5)"
@@ -109,14 +109,14 @@ class SelfTrainingConfig:
     progress: bool = setting(False, "tqdm bar over iterations")
 
     def __post_init__(self) -> None:
-        for name, low in (("iterations", 1), ("num_envs", 1), ("budget", 1), ("train_seed", 0),
+        for name, low in (("iterations", 1), ("num_envs", 1), ("train_seed", 0),
                           ("checkpoint_every", 0), ("keep_checkpoints", 1)):  # fmt: skip
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         check_float_settings(self, self.float_ranges())
         if not isinstance(self.sft, SFTConfig):
             raise ConfigError(f"sft must be an SFTConfig, got {type(self.sft).__name__}")
-        self.agent_settings()  # LLMAgentSettings checks history_length
+        check_training_agent(self.agent)
 
     def float_ranges(self) -> dict[str, Interval]:
         """The accepted range of every float setting (a subclass adds its own)."""
@@ -130,10 +130,8 @@ class SelfTrainingConfig:
         self, temperature: float | None = None, return_token: str | None = None
     ) -> LLMAgentSettings:
         """The LLM agent that samples (``temperature`` None: the config's) or evaluates."""
-        return LLMAgentSettings(
-            cot=self.cot,
-            budget=self.budget,
-            history_length=self.history_length,
+        return replace(
+            self.agent,
             temperature=self.temperature if temperature is None else temperature,
             return_token=return_token,
         )
@@ -320,8 +318,7 @@ def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: 
         raise ConfigError(f"{output_dir} holds no checkpoint to resume from")
     data = dict(ckpt.read_checkpoint_config(directory))
     config_class = trainer_class.config_class
-    sft = config_from_dict(SFTConfig, data.pop("sft", {}), "[sft]")
-    config = config_from_dict(config_class, {**data, "sft": sft}, config_class.__name__)
+    config = config_from_dict(config_class, data, config_class.__name__)  # [sft], [agent] nested
     config = replace(config, output_dir=str(output_dir))  # the run directory may have moved
     trainer = trainer_class(config, generator)
     load_self_training(trainer, directory)
