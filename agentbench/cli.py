@@ -183,7 +183,7 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         ReturnConditionedConfig,
     )
     from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.config import AGENT_KEYS
+    from agentbench.rlft.config import AGENT_KEYS, ENV_KEYS
     from agentbench.settings import config_from_dict, moved_settings_error
 
     trainer_class, config_class = {
@@ -197,6 +197,7 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     if args.out:
         data["output_dir"] = args.out
     moved_settings_error(data, AGENT_KEYS, "agent")
+    moved_settings_error(data, list(ENV_KEYS), "env")
     config = config_from_dict(config_class, data, method, also_accepted=own)  # [sft], [agent]
     generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
                                      int(options["lora_r"]), config.sft.seed)  # fmt: skip
@@ -393,7 +394,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequen
 def _training_settings_epilog() -> str:
     """Every setting a training config can hold, with its default and help."""
     from agentbench.agent.llm import LLMAgentSettings
-    from agentbench.rlft.config import PPOConfig
+    from agentbench.rlft.config import EnvSettings, PPOConfig
     from agentbench.rlft.expert_iteration import ExpertIterationConfig
     from agentbench.rlft.return_conditioned import ReturnConditionedConfig
     from agentbench.rlft.sampling import SelfTrainingConfig
@@ -412,6 +413,8 @@ def _training_settings_epilog() -> str:
         settings_help_text(ReturnConditionedConfig, skip=tuple(shared)),
         "[sft] table of the self-training methods (SFTConfig):",
         settings_help_text(SFTConfig),
+        "[env] table of every method (EnvSettings):",
+        settings_help_text(EnvSettings),
         "[agent] table of every method (LLMAgentSettings; try_all, epsilon, self_consistency, "
         "self_correction and return_token are not trainable yet):",
         settings_help_text(LLMAgentSettings),

@@ -48,6 +48,7 @@ from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.models.kv_reuse import common_prefix
 from agentbench.models.transformers_backend import TransformersGenerator, TransformersSettings
 from agentbench.records import Episode
+from agentbench.rlft.config import EnvSettings
 from agentbench.rollout import play
 
 ENV_ID = "agentbench/GaussianBandit-5arms-medium-button-v0"
@@ -416,8 +417,7 @@ def rss_child(args: Any) -> None:
             model=args.model,
             dtype=args.dtype,
             device="cpu",
-            env_id=ENV_ID,
-            env_kwargs={"horizon": args.train_steps},
+            env=EnvSettings(ENV_ID, {"horizon": args.train_steps}),
             num_envs=args.train_episodes,
             episodes_per_update=args.train_episodes,
             num_minibatches=args.train_episodes,

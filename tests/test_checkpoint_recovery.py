@@ -19,6 +19,7 @@ from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import PPOConfig
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.checkpoint import CorruptCheckpointError
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.ppo import PPOTrainer
 
 RUNS = {
@@ -35,8 +36,9 @@ def torch_threads():
 
 def _config(output_dir: Path, **changes: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
-        env_id="agentbench/GaussianBandit-v0",
-        env_kwargs={"n_arms": 2, "horizon": 3, "labels": "continuous"},
+        env=EnvSettings(
+            "agentbench/GaussianBandit-v0", {"n_arms": 2, "horizon": 3, "labels": "continuous"}
+        ),
         num_envs=4,
         episodes_per_update=4,
         total_updates=2,

@@ -15,8 +15,8 @@ from agentbench.models.tiny import tiny_generator
 
 CONFIG = """
 model = "tiny"
-env_id = "agentbench/GaussianBandit-v0"
-env_kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
+env.id = "agentbench/GaussianBandit-v0"
+env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 num_envs = 2
 episodes_per_update = 2
 total_updates = {updates}
@@ -96,8 +96,8 @@ def test_sft_command_writes_a_model_that_loads_by_path(tmp_path: Path, monkeypat
 SELF_TRAINING = """
 method = "{method}"
 model = "tiny"
-env_id = "agentbench/GaussianBandit-v0"
-env_kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
+env.id = "agentbench/GaussianBandit-v0"
+env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 iterations = 1
 agent = {{ cot = false }}
 num_envs = 4

@@ -26,6 +26,7 @@ from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import ExpertIteration, ExpertIterationConfig, select_episodes
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.sampling import shaped_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import agent_rng
@@ -67,8 +68,7 @@ def _answering(state: dict[str, torch.Tensor]) -> Any:
 
 def _config(**changes: Any) -> ExpertIterationConfig:
     values: dict[str, Any] = dict(
-        env_id=EI_ENV,
-        env_kwargs={"horizon": 3},
+        env=EnvSettings(EI_ENV, {"horizon": 3}),
         iterations=1,
         train_episodes=3,
         samples_per_seed=3,
@@ -242,7 +242,7 @@ def test_expert_iteration_learns_valid_answers_and_the_better_arm(tmp_path: Path
     generator = learning_generator()
     weak_start(generator, EI_ENV, len(MEANS))
     config = ExpertIterationConfig(
-        env_id=EI_ENV,
+        env=EnvSettings(EI_ENV),
         iterations=3,
         train_episodes=16,
         samples_per_seed=4,

@@ -14,7 +14,7 @@ import torch
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.models.tiny import tiny_generator
-from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.config import EnvSettings, PPOConfig
 from agentbench.rlft.policy import add_lora
 from agentbench.rlft.ppo import PPOTrainer
 from agentbench.rlft.precision import set_gradient_checkpointing
@@ -53,8 +53,7 @@ def test_checkpointed_gradients_equal_the_plain_ones(lora: bool) -> None:
 def test_a_ppo_update_is_the_same_with_checkpointing(tmp_path: Path) -> None:
     def update(checkpointing: bool) -> dict[str, float]:
         config = PPOConfig(
-            env_id="agentbench/BernoulliBandit-5arms-low-button-v0",
-            env_kwargs={"horizon": 4},
+            env=EnvSettings("agentbench/BernoulliBandit-5arms-low-button-v0", {"horizon": 4}),
             num_envs=4,
             episodes_per_update=4,
             total_updates=1,

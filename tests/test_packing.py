@@ -26,7 +26,7 @@ from agentbench.models.packing import (
 )
 from agentbench.models.tiny import byte_tokenizer, tiny_generator
 from agentbench.models.transformers_backend import TransformersGenerator
-from agentbench.rlft.config import PPOConfig
+from agentbench.rlft.config import EnvSettings, PPOConfig
 from agentbench.rlft.policy import add_lora
 from agentbench.rlft.ppo import PPOTrainer
 
@@ -216,8 +216,9 @@ def test_score_packs_candidates_as_branches_and_matches_per_row_log_probs():
 
 def _ppo(tmp_path: Path, **changes: Any) -> PPOTrainer:
     values: dict[str, Any] = dict(
-        env_id="agentbench/GaussianBandit-v0",
-        env_kwargs={"n_arms": 3, "horizon": 4, "labels": "continuous"},
+        env=EnvSettings(
+            "agentbench/GaussianBandit-v0", {"n_arms": 3, "horizon": 4, "labels": "continuous"}
+        ),
         num_envs=4,
         episodes_per_update=4,
         total_updates=1,

@@ -29,6 +29,7 @@ from agentbench.envs import make, text_env
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import ReturnConditioned, ReturnConditionedConfig, return_labels
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.return_conditioned import CONTEXTS_KEY
 from agentbench.rlft.sampling import SampledEpisode, SampledStep
 from agentbench.rlft.sft import SFTConfig
@@ -55,8 +56,7 @@ def torch_threads():
 
 def _config(**changes: Any) -> ReturnConditionedConfig:
     values: dict[str, Any] = dict(
-        env_id=RC_ENV,
-        env_kwargs={"horizon": 2},
+        env=EnvSettings(RC_ENV, {"horizon": 2}),
         iterations=1,
         episodes_per_iteration=4,
         agent=LLMAgentSettings(cot=False),
@@ -230,7 +230,7 @@ def test_conditioned_on_good_it_plays_better_than_before_and_than_on_bad(tmp_pat
     generator = learning_generator()
     weak_start(generator, RC_ENV, len(MEANS))
     config = ReturnConditionedConfig(
-        env_id=RC_ENV,
+        env=EnvSettings(RC_ENV),
         iterations=4,
         episodes_per_iteration=32,
         credit="step",

@@ -36,6 +36,7 @@ from agentbench.rlft import (
     returns_to_go,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.policy import lr_factor
 from agentbench.rlft.ppo import (
     Advantages,
@@ -113,6 +114,7 @@ def _episode(steps: list[tuple[int, float, bool]]) -> Episode:
 
 def test_training_rewards_dense_sparse_bonus_and_normalisation():
     episode = _episode([(0, 1.0, True), (0, 0.0, False), (1, 2.0, True)])
+
     def rewards(**settings):  # through PPOConfig, as the trainer builds its shaping
         return training_rewards([episode], PPOConfig(**settings).reward_shaping())[0]
 
@@ -233,16 +235,17 @@ def test_config_errors_name_the_bad_value(tmp_path: Path):
 def test_config_loads_from_toml(tmp_path: Path):
     path = tmp_path / "ppo.toml"
     path.write_text(
-        'env_id = "agentbench/TicTacToe-v0"\nadvantage = "gae"\nupdate_epochs = 2\n'
+        'advantage = "gae"\nupdate_epochs = 2\n'
         'learning_rate = 1\nagent = { history_length = "all" }\nuse_lora = true\n'
-        'lora_target_modules = ["q_proj", "v_proj"]\n[env_kwargs]\nopponent = "minimax"\n',
+        'lora_target_modules = ["q_proj", "v_proj"]\n[env]\nid = "agentbench/TicTacToe-v0"\n'
+        '[env.kwargs]\nopponent = "minimax"\n',
         encoding="utf-8",
     )
     config = load_ppo_config(path)
     assert config.advantage == "gae" and config.update_epochs == 2
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
     assert config.agent.history_length is None and config.agent_settings().history_length is None
-    assert config.env_kwargs == {"opponent": "minimax"}
+    assert config.env == EnvSettings("agentbench/TicTacToe-v0", {"opponent": "minimax"})
     assert ppo_config_from_dict(json.loads(config.to_json())) == config
 
 
@@ -256,7 +259,7 @@ RANDOM_REGRET = 5 * (max(FIXED_MEANS) - np.mean(FIXED_MEANS))  # 5 steps, arms a
 
 def _learning_config(output_dir: Path, **changes: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
-        env_id=FIXED_ENV,
+        env=EnvSettings(FIXED_ENV),
         num_envs=16,
         episodes_per_update=16,
         total_updates=10,
@@ -409,8 +412,7 @@ class KilledAtUpdate3(PPOTrainer):
 
 def _small_config(output_dir: Path, **changes: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
-        env_id=FIXED_ENV,
-        env_kwargs={"horizon": 3},
+        env=EnvSettings(FIXED_ENV, {"horizon": 3}),
         num_envs=4,
         episodes_per_update=4,
         total_updates=4,
@@ -528,8 +530,9 @@ def test_lora_reference_is_the_base_model_and_only_adapters_train(tmp_path: Path
 )
 def test_smollm2_lora_gae_update_loads_trains_and_resumes(tmp_path: Path):
     config = PPOConfig(
-        env_id="agentbench/GaussianBandit-v0",
-        env_kwargs={"n_arms": 3, "horizon": 2, "labels": "continuous"},
+        env=EnvSettings(
+            "agentbench/GaussianBandit-v0", {"n_arms": 3, "horizon": 2, "labels": "continuous"}
+        ),
         num_envs=2,
         episodes_per_update=2,
         total_updates=1,

@@ -26,8 +26,8 @@ SCRIPT = Path(__file__).parent / "scripts" / "ppo_parallel.py"
 
 CONFIG = """
 model = "{model}"
-env_id = "agentbench/GaussianBandit-v0"
-env_kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
+env.id = "agentbench/GaussianBandit-v0"
+env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 num_envs = 4
 episodes_per_update = 4
 total_updates = 2

@@ -27,7 +27,7 @@ from agentbench.rlft import (
     ppo,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
-from agentbench.rlft.config import float_fields
+from agentbench.rlft.config import EnvSettings, float_fields
 from agentbench.rlft.nonfinite import NonFiniteTrainingError
 from agentbench.rlft.ppo import PPOTrainer, ppo_token_losses
 from agentbench.rlft.sft import SFTConfig, train_on_targets
@@ -120,8 +120,9 @@ def torch_threads():
 
 def _ppo_config(output_dir: Path, **changes: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
-        env_id="agentbench/GaussianBandit-v0",
-        env_kwargs={"n_arms": 2, "horizon": 3, "labels": "continuous"},
+        env=EnvSettings(
+            "agentbench/GaussianBandit-v0", {"n_arms": 2, "horizon": 3, "labels": "continuous"}
+        ),
         num_envs=4,
         episodes_per_update=4,
         total_updates=2,
@@ -261,8 +262,9 @@ def test_expert_iteration_logs_skipped_steps(tmp_path, monkeypatch):
     generator = tiny_generator(seed=0)
     generator.model.requires_grad_(True)
     config = ExpertIterationConfig(
-        env_id="agentbench/GaussianBandit-v0",
-        env_kwargs={"n_arms": 2, "horizon": 3, "labels": "continuous"},
+        env=EnvSettings(
+            "agentbench/GaussianBandit-v0", {"n_arms": 2, "horizon": 3, "labels": "continuous"}
+        ),
         iterations=1,
         train_episodes=4,
         samples_per_seed=2,

@@ -18,6 +18,7 @@ from fixed_bandits import (
 
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.rlft import PPOConfig
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.ppo import PPOTrainer
 
 ENV = "agentbench/TicTacToe-random-v0"  # the agent plays X against a uniformly random O
@@ -33,7 +34,7 @@ def torch_threads():
 
 def _config(output_dir: Path, **changes: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
-        env_id=ENV,
+        env=EnvSettings(ENV),
         num_envs=16,
         episodes_per_update=16,
         total_updates=12,

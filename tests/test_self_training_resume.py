@@ -22,6 +22,7 @@ from agentbench.rlft import (
     ReturnConditionedConfig,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
+from agentbench.rlft.config import EnvSettings
 from agentbench.rlft.policy import add_lora
 from agentbench.rlft.sft import SFTConfig, train_on_targets
 
@@ -142,7 +143,7 @@ def test_sft_without_output_dir_writes_nothing(tmp_path: Path, monkeypatch):
 
 def _ei_config(output_dir: Path) -> ExpertIterationConfig:
     return ExpertIterationConfig(
-        env_id=ENV, env_kwargs=ENV_KWARGS, iterations=3, train_episodes=3, samples_per_seed=2,
+        env=EnvSettings(ENV, ENV_KWARGS), iterations=3, train_episodes=3, samples_per_seed=2,
         agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=4, epochs=2, seed=3),
         output_dir=str(output_dir),
@@ -151,7 +152,7 @@ def _ei_config(output_dir: Path) -> ExpertIterationConfig:
 
 def _rc_config(output_dir: Path) -> ReturnConditionedConfig:
     return ReturnConditionedConfig(
-        env_id=ENV, env_kwargs=ENV_KWARGS, iterations=3, episodes_per_iteration=4,
+        env=EnvSettings(ENV, ENV_KWARGS), iterations=3, episodes_per_iteration=4,
         agent=LLMAgentSettings(cot=False),
         sft=SFTConfig(learning_rate=1e-3, batch_size=4, seed=3), output_dir=str(output_dir),
     )  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 from agentbench.agent.llm import LLMAgentSettings, settings_from_dict
 from agentbench.cli import main
 from agentbench.errors import ConfigError
-from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
+from agentbench.rlft.config import EnvSettings, PPOConfig, ppo_config_from_dict
 from agentbench.rlft.expert_iteration import ExpertIterationConfig
 from agentbench.rlft.return_conditioned import ReturnConditionedConfig
 from agentbench.rlft.sft import SFTConfig
@@ -83,12 +83,17 @@ def test_the_agent_settings_are_one_nested_table_of_every_training_config():
     # the agent's fields live in LLMAgentSettings only
     for cls in (PPOConfig, ExpertIterationConfig, ReturnConditionedConfig):
         names = {f.name for f in dataclasses.fields(cls)}
-        assert not names & {"cot", "budget", "history_length"}, cls.__name__
+        assert not names & {"cot", "budget", "history_length", "env_id", "env_kwargs"}
+        assert config_from_dict(cls, {"env": {"id": "e", "kwargs": {"k": 1}}}, "x").env == (
+            EnvSettings("e", {"k": 1})
+        )
 
 
 def test_training_configs_point_moved_and_untrainable_agent_settings_out():
     with pytest.raises(ConfigError, match=r"^cot, budget now belong in the \[agent\] table"):
         ppo_config_from_dict({"cot": False, "budget": 8})
+    with pytest.raises(ConfigError, match=r"^env_id now belongs in the \[env\] table"):
+        ppo_config_from_dict({"env_id": "agentbench/TicTacToe-v0"})
     with pytest.raises(ConfigError, match=r"agent must be a \[agent\] table"):
         ppo_config_from_dict({"agent": "llm"})
     with pytest.raises(ConfigError, match=r"unknown \[agent\] settings \['cott'\]"):

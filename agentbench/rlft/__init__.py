@@ -21,6 +21,7 @@ _LAZY = {
     "clipped_surrogate": "agentbench.rlft.ppo",
     "kl_k3": "agentbench.rlft.ppo",
     "ValueHead": "agentbench.rlft.value_head",
+    "EnvSettings": "agentbench.rlft.config",
     "ExpertIteration": "agentbench.rlft.expert_iteration",
     "ExpertIterationConfig": "agentbench.rlft.expert_iteration",
     "select_episodes": "agentbench.rlft.expert_iteration",
@@ -30,6 +31,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "EnvSettings",
     "ExpertIteration",
     "ExpertIterationConfig",
     "PPOConfig",

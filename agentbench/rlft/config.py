@@ -37,6 +37,24 @@ AGENT_TABLE_HELP = (
     "the LLM agent that plays: an [agent] table of LLMAgentSettings keys (cot, budget, "
     "history_length, summary, randomise_labels, top_p; see agentbench run's llm agent)"
 )
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """The env a trainer plays: an [env] table of every training config."""
+
+    id: str = setting(
+        "agentbench/GaussianBandit-10arms-medium-button-v0",
+        "the env id trained and evaluated on (paper: the 10-arm button MAB)",
+    )
+    kwargs: dict[str, Any] = setting(
+        factory=dict, help="keyword arguments of gymnasium.make (an [env.kwargs] table)"
+    )
+
+
+ENV_TABLE_HELP = "the env: an [env] table with id and kwargs (EnvSettings)"
+# Env settings that moved to the [env] table (earlier configs had them at the top).
+ENV_KEYS = {"env_id": "id", "env_kwargs": "kwargs"}
 # Agent settings that move to the [agent] table (earlier configs had them at the top).
 AGENT_KEYS = ("cot", "budget", "history_length")
 
@@ -56,11 +74,7 @@ class PPOConfig:
         "float32", "weights of a trainer-loaded model; bf16 weights swallow small updates"
     )
     # ---- environment and seeds
-    env_id: str = setting(
-        "agentbench/GaussianBandit-10arms-medium-button-v0",
-        "the env trained and evaluated on (paper: the 10-arm button MAB)",
-    )
-    env_kwargs: dict[str, Any] = setting(factory=dict, help="passed to gymnasium.make")
+    env: EnvSettings = setting(factory=EnvSettings, help=ENV_TABLE_HELP)
     num_envs: int = setting(16, "envs played in parallel per rollout (paper: 16)")
     episodes_per_update: int = setting(
         16, "episodes per rollout (paper: 16 envs x 50 steps = 800 steps)"
@@ -296,6 +310,7 @@ def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
     """A PPOConfig from plain values (the [agent] table as a nested table), with one
     clear error for unknown keys."""
     moved_settings_error(data, AGENT_KEYS, "agent")
+    moved_settings_error(data, list(ENV_KEYS), "env")
     return config_from_dict(PPOConfig, data, "PPO")
 
 

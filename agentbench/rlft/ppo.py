@@ -388,10 +388,10 @@ class PPOTrainer:
         self.model.eval()
         local = played_with_tokens(
             agent,
-            config.env_id,
+            config.env.id,
             self.parallel.shard(self.train_seeds(update)),
             num_envs=config.num_envs,
-            env_kwargs=config.env_kwargs,
+            env_kwargs=config.env.kwargs,
         )
         # every process sees the whole rollout, and trains on the steps it played
         episodes = gather_episodes(self.parallel, [played.episode for played in local])
@@ -745,10 +745,10 @@ class PPOTrainer:
         return evaluate_policy(
             self.policy,
             config.agent_settings(temperature=temperature),
-            config.env_id,
+            config.env.id,
             seeds,
             num_envs=config.num_envs,
-            env_kwargs=config.env_kwargs,
+            env_kwargs=config.env.kwargs,
             name=f"ppo:{self.policy.name}@{self.update}",
             parallel=self.parallel,
         )

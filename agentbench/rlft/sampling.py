@@ -52,9 +52,11 @@ from agentbench.rlft.collection import (
 )
 from agentbench.rlft.config import (
     AGENT_TABLE_HELP,
+    ENV_TABLE_HELP,
     NON_NEGATIVE,
     NON_POSITIVE,
     POSITIVE,
+    EnvSettings,
     Interval,
     check_float_settings,
     check_training_agent,
@@ -74,10 +76,7 @@ class SelfTrainingConfig:
     """Settings shared by expert iteration and return-conditioned training."""
 
     # ---- environment
-    env_id: str = setting(
-        "agentbench/GaussianBandit-10arms-medium-button-v0", "as PPOConfig's default"
-    )
-    env_kwargs: dict[str, Any] = setting(factory=dict, help="passed to gymnasium.make")
+    env: EnvSettings = setting(factory=EnvSettings, help=ENV_TABLE_HELP)
     iterations: int = setting(4, "sample, select or label, fine-tune: this many times")
     train_seed: int = setting(0, "first training episode seed (keep evaluation seeds apart)")
     num_envs: int = setting(64, "episodes played in parallel (one batched generate call per step)")
@@ -176,10 +175,10 @@ def sample_episodes(
         for sample in samples
         for item in played_with_tokens(
             agent,
-            config.env_id,
+            config.env.id,
             seeds,
             num_envs=config.num_envs,
-            env_kwargs=config.env_kwargs,
+            env_kwargs=config.env.kwargs,
             sample=sample,
         )  # fmt: skip
     ]
@@ -203,10 +202,10 @@ def evaluate_policy(
     return collection.evaluate_policy(
         generator,
         config.agent_settings(temperature, return_token),
-        config.env_id,
+        config.env.id,
         seeds,
         num_envs=config.num_envs,
-        env_kwargs=config.env_kwargs,
+        env_kwargs=config.env.kwargs,
         name=f"llm:{generator.name}",
     )
 
