@@ -24,7 +24,7 @@ from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import FAMILIES, list_envs
 from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.io import write_json
-from agentbench.settings import HELP, settings_help_text
+from agentbench.settings import HELP, default_text, settings_help_text
 from agentbench.suite import (
     Suite,
     agent_label,
@@ -183,8 +183,8 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         ReturnConditionedConfig,
     )
     from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.config import AGENT_KEYS, ENV_KEYS
-    from agentbench.settings import config_from_dict, moved_settings_error
+    from agentbench.rlft.config import reject_moved_settings
+    from agentbench.settings import config_from_dict
 
     trainer_class, config_class = {
         "expert-iteration": (ExpertIteration, ExpertIterationConfig),
@@ -196,8 +196,7 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     options = {key: data.pop(key, default) for key, default in own.items()}
     if args.out:
         data["output_dir"] = args.out
-    moved_settings_error(data, AGENT_KEYS, "agent")
-    moved_settings_error(data, list(ENV_KEYS), "env")
+    reject_moved_settings(data)
     config = config_from_dict(config_class, data, method, also_accepted=own)  # [sft], [agent]
     generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
                                      int(options["lora_r"]), config.sft.seed)  # fmt: skip
@@ -257,8 +256,7 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     from agentbench.settings import config_from_dict
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
-    names = _config_option_names(SFTConfig, SFT_CLI_SKIP)
-    given = {name: getattr(args, name) for name in names}
+    given = {f.name: getattr(args, f.name) for f in _config_options(SFTConfig, SFT_CLI_SKIP)}
     given = {name: value for name, value in given.items() if value is not None}
     config = config_from_dict(SFTConfig, {**given, "seed": args.seed, "progress": True}, "SFT")
     history = None if args.history_length == "all" else int(args.history_length)
@@ -368,21 +366,20 @@ SFT_CLI_SKIP = ("seed", "progress")  # --seed is also the expert's; progress is 
 CLI_ALIASES = {"learning_rate": ("--lr",)}  # the short spelling earlier versions took
 
 
-def _config_option_names(cls: type, skip: Sequence[str]) -> list[str]:
-    """The fields of a config class that have a command-line option: the plain ones."""
-    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+def _config_options(cls: type, skip: Sequence[str]) -> list[dataclasses.Field]:
+    """The fields of a config class that have a command-line option."""
+    return [f for f in dataclasses.fields(cls) if f.init and f.name not in skip]
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str]) -> None:
     """One --option per field of ``cls`` (not in ``skip``), with the help and default the
     field declares (agentbench.settings); an option left out keeps that default."""
     hints = typing.get_type_hints(cls)
-    for name in _config_option_names(cls, skip):
-        field = next(f for f in dataclasses.fields(cls) if f.name == name)
-        kind = hints[name]
+    for field in _config_options(cls, skip):
+        name, kind = field.name, hints[field.name]
         options = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
         flags = ["--" + name.replace("_", "-"), *CLI_ALIASES.get(name, ())]
-        help_text = f"{field.metadata.get(HELP, '')} (default: {field.default})"
+        help_text = f"{field.metadata.get(HELP, '')} (default: {default_text(field)})"
         if options[0] is bool:
             parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)  # fmt: skip

@@ -46,7 +46,8 @@ def field_help(cls: type, name: str) -> str:
     return next(f.metadata.get(HELP, "") for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _default_text(field: dataclasses.Field) -> str:
+def default_text(field: dataclasses.Field) -> str:
+    """How a help page writes a field's default."""
     if field.default is not dataclasses.MISSING:
         value = field.default
     elif field.default_factory is not dataclasses.MISSING:
@@ -66,7 +67,7 @@ def settings_help_text(cls: type, skip: Sequence[str] = (), width: int = 88) -> 
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
             continue
-        lines.append(f"  {field.name} = {_default_text(field)}")
+        lines.append(f"  {field.name} = {default_text(field)}")
         help_text = field.metadata.get(HELP, "")
         lines += textwrap.wrap(help_text, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)

@@ -126,10 +126,10 @@ def evaluate_policy(
 OUTCOME_METRICS = ("return", "invalid_rate", "final_regret", "coverage", "win_rate")
 
 
-def outcome_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """The mean env return and invalid rate of the episodes, and, where the env has
-    them, final regret and coverage (bandits) and the win rate (tic-tac-toe)."""
-    summary = summarize(list(episodes))
+def outcome_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """From episodes' summary (metrics.summarize): the mean env return and invalid rate,
+    and, where the env has them, final regret and coverage (bandits) and the win rate
+    (tic-tac-toe)."""
     return {name: summary[name]["mean"] for name in OUTCOME_METRICS if name in summary}
 
 

@@ -1,15 +1,18 @@
 """PPOConfig: every knob of PPO fine-tuning in one dataclass (SPEC.md sections 2-3).
 
-The comment after each field is its documentation: what it does, its default, and
-where the default comes from. "Paper" means the published RLFT settings of SPEC.md
-section 3 (full fine-tuning with AdaFactor, lr 1e-4 with 100 warm-up steps and
-cosine decay to 1e-6, grad clip 1.0, batch 128, 16 envs, 1 epoch per rollout on
-bandits and 2 on tic-tac-toe, clip 0.2, KL beta 0.05).
+The help declared with each field (``setting``; ``agentbench train --help`` prints it)
+is its documentation: what it does, its default, and where the default comes from.
+"Paper" means the published RLFT settings of SPEC.md section 3 (full fine-tuning with
+AdaFactor, lr 1e-4 with 100 warm-up steps and cosine decay to 1e-6, grad clip 1.0,
+batch 128, 16 envs, 1 epoch per rollout on bandits and 2 on tic-tac-toe, clip 0.2,
+KL beta 0.05).
 
-A config is written as a flat TOML file of these keys (``load_ppo_config``); an
-unknown key or a bad value is a :class:`ConfigError` naming it and what is accepted.
-TOML has no null: ``history_length = "all"`` means the whole episode, and ``device``
-/ ``dtype`` are left out to keep their defaults.
+A config is written as a TOML file of these keys (``load_ppo_config``), with the env
+in an ``[env]`` table (:class:`EnvSettings`) and the agent's settings in an
+``[agent]`` table (``LLMAgentSettings``); an unknown key or a bad value is a
+:class:`ConfigError` naming it and what is accepted. TOML has no null:
+``history_length = "all"`` means the whole episode, and ``device`` / ``dtype`` are
+left out to keep their defaults.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class EnvSettings:
 
 ENV_TABLE_HELP = "the env: an [env] table with id and kwargs (EnvSettings)"
 # Env settings that moved to the [env] table (earlier configs had them at the top).
-ENV_KEYS = {"env_id": "id", "env_kwargs": "kwargs"}
+ENV_KEYS = ("env_id", "env_kwargs")
 # Agent settings that move to the [agent] table (earlier configs had them at the top).
 AGENT_KEYS = ("cot", "budget", "history_length")
 
@@ -306,11 +309,17 @@ def check_training_agent(agent: LLMAgentSettings) -> None:
         )
 
 
-def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
-    """A PPOConfig from plain values (the [agent] table as a nested table), with one
-    clear error for unknown keys."""
+def reject_moved_settings(data: dict[str, Any]) -> None:
+    """One error line for a training config that still has the agent's or the env's
+    settings at its top level, where earlier versions read them."""
     moved_settings_error(data, AGENT_KEYS, "agent")
-    moved_settings_error(data, list(ENV_KEYS), "env")
+    moved_settings_error(data, ENV_KEYS, "env")
+
+
+def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
+    """A PPOConfig from plain values (the [env] and [agent] tables as nested tables),
+    with one clear error for unknown keys."""
+    reject_moved_settings(data)
     return config_from_dict(PPOConfig, data, "PPO")
 
 

@@ -61,13 +61,13 @@ import torch
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
+from agentbench.metrics import summarize
 from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.records import Episode, EpisodeWriter
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
 from agentbench.rlft.collection import (
-    OUTCOME_METRICS,
     MetricsLog,
     evaluate_policy,
     gather_episodes,
@@ -728,7 +728,7 @@ class PPOTrainer:
             [float(tokens.sum()), tokens.numel(), len(batch.samples)]
         )
         return {
-            **outcome_metrics(batch.episodes),
+            **outcome_metrics(summarize(batch.episodes)),
             "mean_env_reward": float(np.mean([s.reward for s in steps])),
             "mean_train_reward": float(np.mean(np.concatenate(rewards))),
             "entropy": float(-logprob_sum / n_tokens),
@@ -761,9 +761,7 @@ class PPOTrainer:
             with EpisodeWriter(path) as writer:
                 for episode in episodes:
                     writer.write(episode)
-        return {
-            f"eval/{name}": summary[name]["mean"] for name in OUTCOME_METRICS if name in summary
-        }
+        return {f"eval/{name}": value for name, value in outcome_metrics(summary).items()}
 
     # -- checkpoints ------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
+from agentbench.metrics import summarize
 from agentbench.records import Episode
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft import collection
@@ -213,7 +215,7 @@ def evaluate_policy(
 def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
     """The samples' mean training return, env return, invalid rate, and for bandits
     final regret and coverage (metrics.summarize)."""
-    outcome = outcome_metrics([s.episode for s in sampled])
+    outcome = outcome_metrics(summarize([s.episode for s in sampled]))
     return {
         "return": float(np.mean([s.training_return for s in sampled])),
         "env_return": outcome.pop("return"),
@@ -221,7 +223,7 @@ def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
     }
 
 
-class SelfTrainer:
+class SelfTrainer(ABC):
     """What :func:`run_iterations` drives: a config, a counter, the policy (a
     TransformersGenerator, fine-tuned in place), and one iteration, which each method
     defines. Constructed as every trainer is, ``(config, generator)``."""
@@ -239,8 +241,9 @@ class SelfTrainer:
         ``generator`` is the run's starting model (:func:`resume_self_training`)."""
         return resume_self_training(cls, output_dir, generator)
 
+    @abstractmethod
     def iterate(self, iteration: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """One iteration (0-based): sample, select or label, fine-tune; its metrics."""
 
 
 def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
