@@ -173,8 +173,7 @@ SELF_TRAINING = ("expert-iteration", "return-conditioned")
 def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
                 console: Console) -> int:  # fmt: skip
     """Expert iteration or return-conditioned training from a TOML config: the keys of
-    its config class, an [sft] table (SFTConfig), and model / dtype / use_lora /
-    lora_r / eval_seed / eval_episodes."""
+    its config class, with [model], [env], [agent] and [sft] tables."""
 
     from agentbench.rlft import (
         ExpertIteration,
@@ -191,24 +190,20 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
         "return-conditioned": (ReturnConditioned, ReturnConditionedConfig),
     }[method]
     data = dict(data)
-    own = {"model": "smollm2-135m-instruct", "dtype": None, "use_lora": False, "lora_r": 16,
-           "eval_seed": 1_000_000, "eval_episodes": 16}  # fmt: skip
-    options = {key: data.pop(key, default) for key, default in own.items()}
     if args.out:
         data["output_dir"] = args.out
     reject_moved_settings(data)
-    config = config_from_dict(config_class, data, method, also_accepted=own)  # [sft], [agent]
-    generator = _trainable_generator(options["model"], options["dtype"], options["use_lora"],
-                                     int(options["lora_r"]), config.sft.seed)  # fmt: skip
+    config = config_from_dict(config_class, data, method)  # [model], [env], [agent], [sft]
     if config.output_dir and latest_checkpoint(config.output_dir) is not None:
         # A run continues with the config it started with, as PPO's does.
         console.print(f"resuming the run in {config.output_dir} with its own config")
-        trainer = trainer_class.resume(config.output_dir, generator)
+        trainer = trainer_class.resume(config.output_dir)
     else:
-        trainer = trainer_class(config, generator)
+        trainer = trainer_class(config)
+    config = trainer.config
     started = time.perf_counter()
     records = trainer.train()
-    seeds = range(options["eval_seed"], options["eval_seed"] + options["eval_episodes"])
+    seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
     summary, _ = trainer.evaluate(seeds)
     _print_evaluation(console, summary, f"held-out evaluation after {trainer.iteration} iterations")
     console.print(f"{len(records)} iterations in {time.perf_counter() - started:.0f} s"
@@ -216,23 +211,9 @@ def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
     if args.export:
         from agentbench.rlft.checkpoint import export_model
 
-        path = export_model(generator.model, generator.tokenizer, args.export)
+        path = export_model(trainer.generator.model, trainer.generator.tokenizer, args.export)
         console.print(f"fine-tuned model: {path}")
     return 0
-
-
-def _trainable_generator(model: str, dtype: str | None, lora: bool, lora_r: int, seed: int) -> Any:
-    """The named model, loaded to be fine-tuned in place: with LoRA adapters (rank r,
-    alpha 2r, initialised from ``seed``) or with every weight trainable."""
-    from agentbench.models.catalog import resolve_model
-    from agentbench.rlft.policy import add_lora
-
-    generator = resolve_model(model, dtype=dtype)
-    if lora:
-        generator.model = add_lora(generator.model, r=lora_r, alpha=2 * lora_r, seed=seed)
-    else:
-        generator.model.requires_grad_(True)
-    return generator
 
 
 def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> None:
@@ -252,6 +233,7 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     from agentbench.agent.context import ContextSettings
     from agentbench.envs import get_preset
     from agentbench.rlft.checkpoint import export_model
+    from agentbench.rlft.config import ModelSettings
     from agentbench.rlft.sft import SFTConfig, expert_dataset, train_sft
     from agentbench.settings import config_from_dict
 
@@ -266,7 +248,11 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     examples = expert_dataset(args.env, range(args.seed, args.seed + args.episodes), args.mode,
                               env_kwargs=env_kwargs, context=context)  # fmt: skip
     console.print(f"{len(examples)} expert examples from {args.episodes} UCB episodes")
-    generator = _trainable_generator(args.model, args.dtype, args.lora, args.lora_r, args.seed)
+    chosen = {"name": args.model, "dtype": args.dtype, "lora_r": args.lora_r}
+    model = ModelSettings(use_lora=args.lora, **{k: v for k, v in chosen.items() if v is not None})
+    model = dataclasses.replace(model, lora_alpha=2 * model.lora_r)
+    generator = model.load()
+    generator.model = model.trainable(generator.model, args.seed)
     records = train_sft(generator, examples, config)
     path = export_model(generator.model, generator.tokenizer, args.out)
     write_json(path / "sft.json", {"args": vars(args) | {"func": None}, "epochs": records})
@@ -391,7 +377,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequen
 def _training_settings_epilog() -> str:
     """Every setting a training config can hold, with its default and help."""
     from agentbench.agent.llm import LLMAgentSettings
-    from agentbench.rlft.config import EnvSettings, PPOConfig
+    from agentbench.rlft.config import EnvSettings, ModelSettings, PPOConfig
     from agentbench.rlft.expert_iteration import ExpertIterationConfig
     from agentbench.rlft.return_conditioned import ReturnConditionedConfig
     from agentbench.rlft.sampling import SelfTrainingConfig
@@ -410,6 +396,8 @@ def _training_settings_epilog() -> str:
         settings_help_text(ReturnConditionedConfig, skip=tuple(shared)),
         "[sft] table of the self-training methods (SFTConfig):",
         settings_help_text(SFTConfig),
+        "[model] table of every method (ModelSettings):",
+        settings_help_text(ModelSettings),
         "[env] table of every method (EnvSettings):",
         settings_help_text(EnvSettings),
         "[agent] table of every method (LLMAgentSettings; try_all, epsilon, self_consistency, "
@@ -417,6 +405,13 @@ def _training_settings_epilog() -> str:
         settings_help_text(LLMAgentSettings),
     ]
     return "\n\n".join(parts)
+
+
+def _suite_keys_epilog() -> str:
+    """The keys a suite TOML file can hold, with their defaults and help."""
+    from agentbench.suite import SuiteFile
+
+    return "suite file keys (agentbench/suites/*.toml):\n\n" + settings_help_text(SuiteFile)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -498,7 +493,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     sft = sub.add_parser("sft", help="supervised fine-tuning on UCB expert data "
                          "(behaviour or thought cloning); writes a model directory")  # fmt: skip
-    sft.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or path")
+    sft.add_argument("--model", help="catalog name or path (default: [model] name's)")
     sft.add_argument("--env", default="agentbench/GaussianBandit-5arms-medium-button-v0",
                      help="bandit env the expert plays")  # fmt: skip
     sft.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
@@ -511,13 +506,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
         _add_config_options(sft, SFTConfig, SFT_CLI_SKIP)
     sft.add_argument("--lora", action="store_true", help="train LoRA adapters, merged on export")
-    sft.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
-    sft.add_argument("--dtype", default="float32", help="weights dtype (bfloat16 with --lora)")
+    sft.add_argument("--lora-r", type=int, help="LoRA rank, alpha = 2 r (default: [model]'s)")
+    sft.add_argument("--dtype", help="weights dtype (default: [model]'s; bfloat16 with --lora)")
     sft.add_argument("--seed", type=int, default=0, help="first expert seed; shuffling seed")
     sft.add_argument("--out", required=True, help="directory of the fine-tuned model")
     sft.set_defaults(func=_cmd_sft)
 
-    run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)")
+    run = sub.add_parser("run", help="run a benchmark suite (resumes into an existing --out)",
+                         epilog=_suite_keys_epilog(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     run.add_argument(
         "suite",
         nargs="?",

@@ -35,6 +35,7 @@ from agentbench.io import read_json, read_toml, write_atomic, write_json
 from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, read_episodes
 from agentbench.rollout import rollout
+from agentbench.settings import config_from_dict, setting
 
 SUITE_DIR = "suites"
 CONFIG_FILE = "config.json"
@@ -93,32 +94,41 @@ def load_suite(name_or_path: str) -> Suite:
     return suite_from_dict(read_toml(path, "suite file"), default_name=path.stem)
 
 
-_SUITE_KEYS = {"name", "description", "episodes", "seed", "num_envs", "agents", "envs"}
+@dataclass
+class SuiteFile:
+    """The keys of a suite TOML file, each with its help (``agentbench run --help``)."""
+
+    name: str | None = setting(None, "the suite's name in reports (default: the file's stem)")
+    description: str = setting("", "one line saying what the suite is for")
+    episodes: int = setting(64, "episodes per (agent, env): seeds seed .. seed + episodes - 1")
+    seed: int = setting(0, "the first episode seed")
+    num_envs: int = setting(64, "envs played at once (the published setup uses 64)")
+    agents: list[Any] = setting(
+        factory=list,
+        help='agent names or tables, e.g. "ucb" or { name = "llm", model = "...", budget = 64 }',
+    )
+    envs: list[Any] = setting(
+        factory=list, help='env ids or tables: { id = "..." } or { pattern = "agentbench/*-v0" }'
+    )
 
 
 def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite:
-    unknown = set(data) - _SUITE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"unknown suite keys {sorted(unknown)}: accepted are {sorted(_SUITE_KEYS)}"
-        )
-    for key in ("envs", "agents"):
-        if not isinstance(data.get(key, []), list):
-            raise ConfigError(f"suite key {key!r} must be an array, got {data[key]!r}")
+    """A validated Suite from a suite file's table (:class:`SuiteFile` keys)."""
+    keys = config_from_dict(SuiteFile, data, "suite")  # unknown keys, wrong types
     env_ids: list[str] = []
-    for entry in data.get("envs", []):
+    for entry in keys.envs:
         for env_id in _select_envs(entry):
             if env_id not in env_ids:
                 env_ids.append(env_id)
-    agents = [_agent_spec(entry) for entry in data.get("agents", [])]
+    agents = [_agent_spec(entry) for entry in keys.agents]
     suite = Suite(
-        name=str(data.get("name", default_name)),
-        description=str(data.get("description", "")),
+        name=keys.name or default_name,
+        description=keys.description,
         env_ids=env_ids,
         agents=agents,
-        episodes=data.get("episodes", 64),  # validate() checks the numbers
-        seed=data.get("seed", 0),
-        num_envs=data.get("num_envs", 64),
+        episodes=keys.episodes,
+        seed=keys.seed,
+        num_envs=keys.num_envs,
     )
     return suite.validate()
 
@@ -379,7 +389,6 @@ def _progress_bar(total: int | None, description: str, unit: str, enabled: bool)
     from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False)
-
 
 
 def summary_markdown(suite: Suite, metrics: Sequence[dict[str, Any]]) -> str:

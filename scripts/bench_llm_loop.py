@@ -409,14 +409,14 @@ def rss_child(args: Any) -> None:
     its frozen reference copy, LoRA switches its adapters off for the reference pass."""
     import tempfile
 
-    from agentbench.rlft.config import PPOConfig
+    from agentbench.rlft.config import ModelSettings, PPOConfig
     from agentbench.rlft.ppo import PPOTrainer
 
     with tempfile.TemporaryDirectory() as output_dir:
         config = PPOConfig(
-            model=args.model,
-            dtype=args.dtype,
-            device="cpu",
+            model=ModelSettings(
+                args.model, device="cpu", dtype=args.dtype, use_lora=args.rss_child == "lora"
+            ),
             env=EnvSettings(ENV_ID, {"horizon": args.train_steps}),
             num_envs=args.train_episodes,
             episodes_per_update=args.train_episodes,
@@ -427,7 +427,6 @@ def rss_child(args: Any) -> None:
             checkpoint_every=0,
             output_dir=output_dir,
             progress=False,
-            use_lora=args.rss_child == "lora",
             gradient_checkpointing=args.checkpointing,
             compute_dtype="bfloat16",
         )

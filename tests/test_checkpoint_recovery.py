@@ -19,12 +19,12 @@ from agentbench.models.tiny import tiny_generator
 from agentbench.rlft import PPOConfig
 from agentbench.rlft import checkpoint as ckpt
 from agentbench.rlft.checkpoint import CorruptCheckpointError
-from agentbench.rlft.config import EnvSettings
+from agentbench.rlft.config import EnvSettings, ModelSettings
 from agentbench.rlft.ppo import PPOTrainer
 
 RUNS = {
-    "full-mc": {"use_lora": False, "advantage": "mc", "optimizer": "adafactor"},
-    "lora-gae": {"use_lora": True, "advantage": "gae", "optimizer": "adamw"},
+    "full-mc": {"model": ModelSettings(), "advantage": "mc", "optimizer": "adafactor"},
+    "lora-gae": {"model": ModelSettings(use_lora=True), "advantage": "gae", "optimizer": "adamw"},
 }
 
 

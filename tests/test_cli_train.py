@@ -14,7 +14,7 @@ from agentbench.models import catalog
 from agentbench.models.tiny import tiny_generator
 
 CONFIG = """
-model = "tiny"
+model = {{ name = "tiny", use_lora = true }}
 env.id = "agentbench/GaussianBandit-v0"
 env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 num_envs = 2
@@ -23,7 +23,6 @@ total_updates = {updates}
 num_minibatches = 1
 micro_batch_size = 4
 agent = {{ cot = false }}
-use_lora = true
 warmup_steps = 0
 eval_every = 0
 eval_episodes = 2
@@ -95,7 +94,7 @@ def test_sft_command_writes_a_model_that_loads_by_path(tmp_path: Path, monkeypat
 
 SELF_TRAINING = """
 method = "{method}"
-model = "tiny"
+model = {{ name = "tiny" }}
 env.id = "agentbench/GaussianBandit-v0"
 env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 iterations = 1

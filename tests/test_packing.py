@@ -26,7 +26,7 @@ from agentbench.models.packing import (
 )
 from agentbench.models.tiny import byte_tokenizer, tiny_generator
 from agentbench.models.transformers_backend import TransformersGenerator
-from agentbench.rlft.config import EnvSettings, PPOConfig
+from agentbench.rlft.config import EnvSettings, ModelSettings, PPOConfig
 from agentbench.rlft.policy import add_lora
 from agentbench.rlft.ppo import PPOTrainer
 
@@ -257,7 +257,8 @@ def test_ppo_packed_scores_like_per_row_and_its_minibatches_hold_whole_episodes(
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_ppo_packed_update_starts_at_ratio_one_and_trains(tmp_path, lora: bool):
-    trainer = _ppo(tmp_path, use_lora=True, lora_r=4) if lora else _ppo(tmp_path)
+    lora_model = ModelSettings(use_lora=True, lora_r=4)
+    trainer = _ppo(tmp_path, model=lora_model) if lora else _ppo(tmp_path)
     (record,) = trainer.train()
     assert record["ratio_start_error"] == 0.0  # old log-probs from the same packed passes
     assert record["grad_norm"] > 0 and np.isfinite(record["value_loss"])

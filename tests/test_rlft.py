@@ -36,7 +36,7 @@ from agentbench.rlft import (
     returns_to_go,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
-from agentbench.rlft.config import EnvSettings
+from agentbench.rlft.config import EnvSettings, ModelSettings
 from agentbench.rlft.policy import lr_factor
 from agentbench.rlft.ppo import (
     Advantages,
@@ -236,8 +236,9 @@ def test_config_loads_from_toml(tmp_path: Path):
     path = tmp_path / "ppo.toml"
     path.write_text(
         'advantage = "gae"\nupdate_epochs = 2\n'
-        'learning_rate = 1\nagent = { history_length = "all" }\nuse_lora = true\n'
-        'lora_target_modules = ["q_proj", "v_proj"]\n[env]\nid = "agentbench/TicTacToe-v0"\n'
+        'learning_rate = 1\nagent = { history_length = "all" }\n'
+        'model = { use_lora = true, lora_target_modules = ["q_proj", "v_proj"] }\n'
+        '[env]\nid = "agentbench/TicTacToe-v0"\n'
         '[env.kwargs]\nopponent = "minimax"\n',
         encoding="utf-8",
     )
@@ -441,8 +442,12 @@ def _without_seconds(path: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"use_lora": True, "advantage": "gae", "optimizer": "adamw", "lora_dropout": 0.1},
-        {"use_lora": False, "advantage": "mc", "optimizer": "adafactor"},
+        {
+            "model": ModelSettings(use_lora=True, lora_dropout=0.1),
+            "advantage": "gae",
+            "optimizer": "adamw",
+        },
+        {"model": ModelSettings(use_lora=False), "advantage": "mc", "optimizer": "adafactor"},
     ],
     ids=["lora-gae-adamw-dropout", "full-mc-adafactor"],
 )
@@ -490,7 +495,11 @@ def test_resume_after_kill_continues_exactly(tmp_path: Path, changes: dict[str, 
 def test_lora_reference_is_the_base_model_and_only_adapters_train(tmp_path: Path):
     base = tiny_generator(seed=0)
     config = _small_config(
-        tmp_path, use_lora=True, advantage="gae", total_updates=2, eval_every=0, lora_r=4
+        tmp_path,
+        model=ModelSettings(use_lora=True, lora_r=4),
+        advantage="gae",
+        total_updates=2,
+        eval_every=0,
     )
     trainer = PPOTrainer(config, tiny_generator(seed=0))
     assert trainer.reference is None  # no second copy of the model
@@ -539,7 +548,7 @@ def test_smollm2_lora_gae_update_loads_trains_and_resumes(tmp_path: Path):
         num_minibatches=1,
         micro_batch_size=4,
         agent=LLMAgentSettings(cot=False),
-        use_lora=True,
+        model=ModelSettings(use_lora=True),
         advantage="gae",
         warmup_steps=0,
         eval_every=0,
@@ -580,7 +589,9 @@ def test_tensorboard_gets_every_logged_metric(tmp_path: Path):
 def test_exported_model_loads_by_path_and_computes_what_the_policy_does(tmp_path: Path):
     from agentbench.models.catalog import resolve_model
 
-    config = _small_config(tmp_path / "run", use_lora=True, total_updates=1, eval_every=0)
+    config = _small_config(
+        tmp_path / "run", model=ModelSettings(use_lora=True), total_updates=1, eval_every=0
+    )
     trainer = PPOTrainer(config, tiny_generator(seed=0))
     trainer.train()
     path = trainer.export_model(tmp_path / "model")

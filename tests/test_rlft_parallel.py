@@ -25,7 +25,7 @@ from agentbench.rlft.checkpoint import export_model
 SCRIPT = Path(__file__).parent / "scripts" / "ppo_parallel.py"
 
 CONFIG = """
-model = "{model}"
+model = {{ name = "{model}", use_lora = true }}
 env.id = "agentbench/GaussianBandit-v0"
 env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
 num_envs = 4
@@ -34,7 +34,6 @@ total_updates = 2
 num_minibatches = 1
 micro_batch_size = 4
 agent = {{ cot = false }}
-use_lora = true
 warmup_steps = 0
 eval_every = 2
 eval_episodes = 4

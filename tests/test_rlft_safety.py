@@ -27,7 +27,7 @@ from agentbench.rlft import (
     ppo,
 )
 from agentbench.rlft.checkpoint import latest_checkpoint
-from agentbench.rlft.config import EnvSettings, float_fields
+from agentbench.rlft.config import EnvSettings, ModelSettings, float_fields
 from agentbench.rlft.nonfinite import NonFiniteTrainingError
 from agentbench.rlft.ppo import PPOTrainer, ppo_token_losses
 from agentbench.rlft.sft import SFTConfig, train_on_targets
@@ -80,8 +80,8 @@ def test_the_documented_defaults_and_none_thresholds_are_accepted():
 
 
 def test_lora_alpha_and_non_numbers_are_refused():
-    with pytest.raises(ConfigError, match="^lora_alpha must be at least 1, got 0$"):
-        PPOConfig(lora_alpha=0)
+    with pytest.raises(ConfigError, match=r"^\[model\] lora_alpha must be at least 1, got 0$"):
+        PPOConfig(model=ModelSettings(lora_alpha=0))
     with pytest.raises(ConfigError, match=r"^weight_decay = 'x' is not a number; accepted is \[0"):
         SFTConfig(weight_decay="x")
 

@@ -81,7 +81,7 @@ def test_suite_files_load_with_patterns_and_reject_bad_input(tmp_path: Path) -> 
         suite_from_dict({"envs": [{"pattern": "agentbench/Chess-*"}], "agents": ["ucb"]})
     with pytest.raises(ConfigError, match="unknown env id 'agentbench/Nope-v0'"):
         suite_from_dict({"envs": ["agentbench/Nope-v0"], "agents": ["ucb"]})
-    with pytest.raises(ConfigError, match="unknown suite keys"):
+    with pytest.raises(ConfigError, match="unknown suite settings"):
         suite_from_dict({"envs": [], "agents": [], "seeds": 3})
     bad = tmp_path / "bad.toml"
     bad.write_text("episodes = [")

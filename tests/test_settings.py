@@ -9,7 +9,7 @@ import pytest
 from agentbench.agent.llm import LLMAgentSettings, settings_from_dict
 from agentbench.cli import main
 from agentbench.errors import ConfigError
-from agentbench.rlft.config import EnvSettings, PPOConfig, ppo_config_from_dict
+from agentbench.rlft.config import EnvSettings, ModelSettings, PPOConfig, ppo_config_from_dict
 from agentbench.rlft.expert_iteration import ExpertIterationConfig
 from agentbench.rlft.return_conditioned import ReturnConditionedConfig
 from agentbench.rlft.sft import SFTConfig
@@ -83,7 +83,9 @@ def test_the_agent_settings_are_one_nested_table_of_every_training_config():
     # the agent's fields live in LLMAgentSettings only
     for cls in (PPOConfig, ExpertIterationConfig, ReturnConditionedConfig):
         names = {f.name for f in dataclasses.fields(cls)}
-        assert not names & {"cot", "budget", "history_length", "env_id", "env_kwargs"}
+        assert not names & {"cot", "budget", "history_length", "env_id", "env_kwargs", "use_lora"}
+        loaded = config_from_dict(cls, {"model": {"name": "m", "use_lora": True}}, "x").model
+        assert loaded == ModelSettings("m", use_lora=True)
         assert config_from_dict(cls, {"env": {"id": "e", "kwargs": {"k": 1}}}, "x").env == (
             EnvSettings("e", {"k": 1})
         )
@@ -94,6 +96,14 @@ def test_training_configs_point_moved_and_untrainable_agent_settings_out():
         ppo_config_from_dict({"cot": False, "budget": 8})
     with pytest.raises(ConfigError, match=r"^env_id now belongs in the \[env\] table"):
         ppo_config_from_dict({"env_id": "agentbench/TicTacToe-v0"})
+    with pytest.raises(ConfigError, match=r"^use_lora, lora_r now belong in the \[model\] table"):
+        ppo_config_from_dict({"use_lora": True, "lora_r": 4})
+    with pytest.raises(ConfigError, match=r"^model is a \[model\] table now: write \[model\] name"):
+        ppo_config_from_dict({"model": "smollm2-135m-instruct"})
+    with pytest.raises(ConfigError, match=r"unknown \[model\] settings \['lora_rank'\]"):
+        ppo_config_from_dict({"model": {"lora_rank": 4}})
+    with pytest.raises(ConfigError, match=r"^\[model\] lora_dropout must be in \[0, 1\)"):
+        ppo_config_from_dict({"model": {"lora_dropout": 1.0}})
     with pytest.raises(ConfigError, match=r"agent must be a \[agent\] table"):
         ppo_config_from_dict({"agent": "llm"})
     with pytest.raises(ConfigError, match=r"unknown \[agent\] settings \['cott'\]"):

@@ -73,11 +73,17 @@ def test_a_suite_number_that_is_not_a_valid_integer(
     [
         (f'envs = [3, "{BANDIT}"]\nagents = ["ucb"]', "envs entry"),
         (f'envs = [["{BANDIT}"]]\nagents = ["ucb"]', "envs entry"),
-        (f'envs = "{BANDIT}"\nagents = ["ucb"]', "'envs' must be an array"),
+        (
+            f'envs = "{BANDIT}"\nagents = ["ucb"]',
+            f"envs = '{BANDIT}' has the wrong type; expected list",
+        ),
         ('envs = [{ id = 3 }]\nagents = ["ucb"]', "'id' must be a string"),
         (f'envs = ["{BANDIT}"]\nagents = [3]', "agents entry"),
         (f'envs = ["{BANDIT}"]\nagents = [["ucb"]]', "agents entry"),
-        (f'envs = ["{BANDIT}"]\nagents = "ucb"', "'agents' must be an array"),
+        (
+            f'envs = ["{BANDIT}"]\nagents = "ucb"',
+            "agents = 'ucb' has the wrong type; expected list",
+        ),
         (f'envs = ["{BANDIT}"]\nagents = [{{ name = 1 }}]', "'name' string"),
     ],
 )

@@ -7,12 +7,13 @@ AdaFactor, lr 1e-4 with 100 warm-up steps and cosine decay to 1e-6, grad clip 1.
 batch 128, 16 envs, 1 epoch per rollout on bandits and 2 on tic-tac-toe, clip 0.2,
 KL beta 0.05).
 
-A config is written as a TOML file of these keys (``load_ppo_config``), with the env
-in an ``[env]`` table (:class:`EnvSettings`) and the agent's settings in an
-``[agent]`` table (``LLMAgentSettings``); an unknown key or a bad value is a
+A config is written as a TOML file of these keys (``load_ppo_config``), with the
+model in a ``[model]`` table (``ModelSettings``: name, dtype, LoRA), the env in an
+``[env]`` table (:class:`EnvSettings`) and the agent's settings in an ``[agent]``
+table (``LLMAgentSettings``); an unknown key or a bad value is a
 :class:`ConfigError` naming it and what is accepted. TOML has no null:
-``history_length = "all"`` means the whole episode, and ``device`` / ``dtype`` are
-left out to keep their defaults.
+``history_length = "all"`` means the whole episode, and ``device`` is left out to
+keep its default.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from typing import Any
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
-from agentbench.rlft.rewards import REWARD_NORMALISATIONS, REWARDS, RewardShaping
+from agentbench.rlft.rewards import (
+    REWARD_NORMALISATIONS,
+    REWARDS,
+    RewardShaping,
+    exploration_bonus_setting,
+    invalid_penalty_setting,
+)
 from agentbench.settings import check_types, config_from_dict, moved_settings_error, setting
-from agentbench.shaping import INVALID_ACTION_PENALTY
 
 OPTIMIZERS = ("adamw", "adafactor")
 ADVANTAGES = ("mc", "gae")
@@ -56,26 +62,86 @@ class EnvSettings:
 
 
 ENV_TABLE_HELP = "the env: an [env] table with id and kwargs (EnvSettings)"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model a trainer fine-tunes: the ``[model]`` table of every training config."""
+
+    name: str = setting(
+        "smollm2-135m-instruct",
+        "catalog name, model directory or .gguf file; used when no generator is handed in",
+    )
+    device: str | None = setting(
+        None, "None: CUDA when available, else CPU (a trainer-loaded model only)"
+    )
+    dtype: str = setting(
+        "float32",
+        (
+            "weights of a trainer-loaded model: float32 keeps small updates that bf16 weights "
+            "swallow; bfloat16 halves a frozen LoRA base (peft keeps the adapters float32)"
+        ),
+    )
+    use_lora: bool = setting(
+        False, "False: full fine-tuning (paper), PPO with a frozen reference copy"
+    )
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA scaling numerator (scale = alpha / r), at least 1")
+    lora_dropout: float = setting(
+        0.0, "in [0, 1); > 0 makes the first PPO ratio differ from 1 (dropout noise)"
+    )
+    lora_target_modules: list[str] | str = setting("all-linear", "peft target_modules")
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[model] {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"[model] lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    def load(self, device: str | None = None) -> Any:
+        """The named model as a TransformersGenerator, on ``self.device`` (or, when that
+        is None, ``device``; None there too: CUDA when available) in ``self.dtype`` (an
+        unknown dtype is a ConfigError here)."""
+        from agentbench.models.catalog import resolve_model
+
+        return resolve_model(self.name, device=self.device or device, dtype=self.dtype)
+
+    def trainable(self, model: Any, seed: int) -> Any:
+        """``model`` made trainable as these settings say: LoRA adapters injected (in
+        place, initialised from ``seed``; only they train) or every weight trainable."""
+        from agentbench.rlft.policy import add_lora
+
+        if self.use_lora:
+            return add_lora(
+                model,
+                self.lora_r,
+                self.lora_alpha,
+                self.lora_dropout,
+                self.lora_target_modules,
+                seed,
+            )
+        return model.requires_grad_(True)
+
+
+MODEL_TABLE_HELP = (
+    "the model fine-tuned: a [model] table (name, device, dtype, use_lora, lora_r, lora_alpha, "
+    "lora_dropout, lora_target_modules)"
+)
 # Env settings that moved to the [env] table (earlier configs had them at the top).
 ENV_KEYS = ("env_id", "env_kwargs")
 # Agent settings that move to the [agent] table (earlier configs had them at the top).
 AGENT_KEYS = ("cot", "budget", "history_length")
+# Model settings that moved to the [model] table (earlier configs had them at the top).
+MODEL_KEYS = ("device", "dtype", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules")  # fmt: skip
 
 
 @dataclass
 class PPOConfig:
     """PPO fine-tuning of an LLM agent: collect, compute advantages, update, log."""
 
-    # ---- model
-    model: str = setting(
-        "smollm2-135m-instruct", "catalog name, used when no generator is handed in"
-    )
-    device: str | None = setting(
-        None, "None: CUDA when available, else CPU (trainer-loaded model only)"
-    )
-    dtype: str = setting(
-        "float32", "weights of a trainer-loaded model; bf16 weights swallow small updates"
-    )
+    model: ModelSettings = setting(factory=ModelSettings, help=MODEL_TABLE_HELP)
     # ---- environment and seeds
     env: EnvSettings = setting(factory=EnvSettings, help=ENV_TABLE_HELP)
     num_envs: int = setting(16, "envs played in parallel per rollout (paper: 16)")
@@ -186,20 +252,8 @@ class PPOConfig:
     reward_scale: float = setting(
         1.0, 'divisor of the env reward under "scale" (bandit rewards ~ 1)'
     )
-    invalid_penalty: float = setting(
-        INVALID_ACTION_PENALTY, "added to invalid steps, <= 0 (SPEC: -5)"
-    )
-    exploration_bonus: float = setting(
-        0.0, "weight of +1 for an action untried in the episode; 0 = off"
-    )
-    # ---- LoRA vs full fine-tuning
-    use_lora: bool = setting(False, "False: full fine-tuning (paper) with a frozen reference copy")
-    lora_r: int = setting(16, "LoRA rank")
-    lora_alpha: int = setting(32, "LoRA scaling numerator (scale = alpha / r), at least 1")
-    lora_dropout: float = setting(
-        0.0, "> 0 makes the first PPO ratio differ from 1 (dropout noise)"
-    )
-    lora_target_modules: list[str] | str = setting("all-linear", "peft target_modules")
+    invalid_penalty: float = invalid_penalty_setting()
+    exploration_bonus: float = exploration_bonus_setting()
     # ---- the agent (SPEC.md section 2)
     agent: LLMAgentSettings = setting(
         factory=LLMAgentSettings,
@@ -236,8 +290,6 @@ class PPOConfig:
             "micro_batch_size",
             "max_packed_tokens",
             "update_epochs",
-            "lora_r",
-            "lora_alpha",
             "keep_checkpoints",
             "eval_episodes",
         ):
@@ -310,10 +362,16 @@ def check_training_agent(agent: LLMAgentSettings) -> None:
 
 
 def reject_moved_settings(data: dict[str, Any]) -> None:
-    """One error line for a training config that still has the agent's or the env's
-    settings at its top level, where earlier versions read them."""
+    """One error line for a training config that still has the agent's, the env's or
+    the model's settings at its top level, where earlier versions read them."""
     moved_settings_error(data, AGENT_KEYS, "agent")
     moved_settings_error(data, ENV_KEYS, "env")
+    moved_settings_error(data, MODEL_KEYS, "model")
+    if isinstance(data.get("model"), str):
+        raise ConfigError(
+            f"model is a [model] table now: write [model] name = {data['model']!r} (with its "
+            "dtype, use_lora and lora_* settings in the same table)"
+        )
 
 
 def ppo_config_from_dict(data: dict[str, Any]) -> PPOConfig:
@@ -375,7 +433,6 @@ PPO_FLOAT_RANGES = {
     "reward_scale": POSITIVE,
     "invalid_penalty": NON_POSITIVE,
     "exploration_bonus": NON_NEGATIVE,
-    "lora_dropout": Interval(0.0, 1.0, high_open=True),
 }
 
 

@@ -1,6 +1,6 @@
 """What every trainer does with the policy: adapters, seeded randomness, its own tokens,
-and the learning-rate schedule. PPO, SFT, expert iteration and return-conditioned
-training all stand on these; none of them owns them."""
+and the learning-rate schedule. PPO, SFT, expert iteration and return-conditioned training all
+stand on these; none of them owns them."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ from agentbench.rlft.collection import (
 from agentbench.rlft.config import PPOConfig, ppo_config_from_dict
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
-from agentbench.rlft.policy import add_lora, forked_torch_rng, lr_factor
+from agentbench.rlft.policy import forked_torch_rng, lr_factor
 from agentbench.rlft.precision import (
     compute_precision,
     resolve_compute_dtype,
@@ -211,7 +211,7 @@ def _require_tensorboard() -> None:
 
 class PPOTrainer:
     """PPO on an LLM agent. ``generator`` is the starting model (a TransformersGenerator);
-    without one the trainer loads ``config.model`` from the catalog.
+    without one the trainer loads the config's ``[model]`` (``ModelSettings.load``).
 
     The trainer takes the generator's model over: LoRA adapters are injected into it
     (in place, as peft does) or, for full fine-tuning, it is trained directly while a
@@ -222,23 +222,10 @@ class PPOTrainer:
         self.config = config
         self.parallel = DataParallel.from_environment()  # one process unless launched in many
         if generator is None:
-            from agentbench.models.catalog import resolve_model
-
-            device = config.device or self.parallel.device
-            generator = resolve_model(config.model, device=device, dtype=config.dtype)
-        model = generator.model.eval()
+            generator = config.model.load(device=self.parallel.device)
+        model = config.model.trainable(generator.model.eval(), config.seed)
         self.reference: TransformersGenerator | None = None
-        if config.use_lora:
-            model = add_lora(
-                model,
-                config.lora_r,
-                config.lora_alpha,
-                config.lora_dropout,
-                config.lora_target_modules,
-                config.seed,
-            )
-        else:
-            model.requires_grad_(True)
+        if not config.model.use_lora:
             frozen = copy.deepcopy(model).eval().requires_grad_(False)
             for parameter in frozen.parameters():
                 parameter.grad = None  # deepcopy copies gradients too
@@ -776,7 +763,7 @@ class PPOTrainer:
         )
 
         def write_parts(directory: Path) -> None:
-            ckpt.save_policy(self.model, directory, self.config.use_lora)
+            ckpt.save_policy(self.model, directory, self.config.model.use_lora)
             if self.value_head is not None:
                 self.value_head.save(directory)
             ckpt.save_optimizer(self.optimizer, self.scheduler, directory)
@@ -800,7 +787,7 @@ class PPOTrainer:
     def load(self, directory: str | Path) -> None:
         """Restore the state saved in a checkpoint directory into this trainer."""
         directory = Path(directory)
-        ckpt.load_policy(self.model, directory, self.config.use_lora)
+        ckpt.load_policy(self.model, directory, self.config.model.use_lora)
         if self.value_head is not None:
             self.value_head.load(directory)
         ckpt.load_optimizer(self.optimizer, self.scheduler, directory)

@@ -3,7 +3,7 @@
 Choice: **bf16 autocast over float32 master weights.** The weights, their
 gradients and the optimizer state stay float32 (a bf16 weight has 8 bits of
 mantissa: an update smaller than 1/256 of the weight is rounded away, which is why
-``PPOConfig.dtype`` defaults to float32); inside the forward pass
+the ``[model]`` table's ``dtype`` defaults to float32); inside the forward pass
 ``torch.autocast`` runs the matrix multiplications in bf16, and the backward pass
 follows the same casts. The log-softmax over the vocabulary and the losses are
 computed in float32 (the backends call ``.float()`` on the logits).

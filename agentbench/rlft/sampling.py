@@ -55,16 +55,23 @@ from agentbench.rlft.collection import (
 from agentbench.rlft.config import (
     AGENT_TABLE_HELP,
     ENV_TABLE_HELP,
+    MODEL_TABLE_HELP,
     NON_NEGATIVE,
     NON_POSITIVE,
     POSITIVE,
     EnvSettings,
     Interval,
+    ModelSettings,
     check_float_settings,
     check_training_agent,
     config_from_dict,
 )
-from agentbench.rlft.rewards import RewardShaping, training_rewards
+from agentbench.rlft.rewards import (
+    RewardShaping,
+    exploration_bonus_setting,
+    invalid_penalty_setting,
+    training_rewards,
+)
 from agentbench.rlft.sft import SFTConfig
 from agentbench.settings import setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
@@ -77,7 +84,8 @@ CONFIG_FILE = "config.json"
 class SelfTrainingConfig:
     """Settings shared by expert iteration and return-conditioned training."""
 
-    # ---- environment
+    # ---- the model and the environment
+    model: ModelSettings = setting(factory=ModelSettings, help=MODEL_TABLE_HELP)
     env: EnvSettings = setting(factory=EnvSettings, help=ENV_TABLE_HELP)
     iterations: int = setting(4, "sample, select or label, fine-tune: this many times")
     train_seed: int = setting(0, "first training episode seed (keep evaluation seeds apart)")
@@ -86,18 +94,19 @@ class SelfTrainingConfig:
     temperature: float = setting(1.0, "sampling temperature of training episodes, > 0 (SPEC: 1.0)")
     agent: LLMAgentSettings = setting(factory=LLMAgentSettings, help=AGENT_TABLE_HELP)
     # ---- the training return of an episode (PPO's shaping, summed)
-    invalid_penalty: float = setting(
-        INVALID_ACTION_PENALTY, "added per invalid step, <= 0 (SPEC: -5)"
-    )
-    exploration_bonus: float = setting(
-        0.0, "weight of +1 for an action untried in the episode; 0 = off"
-    )
+    invalid_penalty: float = invalid_penalty_setting()
+    exploration_bonus: float = exploration_bonus_setting()
     # ---- fine-tuning: the cross-entropy step of every iteration (prompt masked); iteration
     # i trains with a seed drawn from (sft.seed, i), so each iteration shuffles differently
     sft: SFTConfig = setting(
         factory=SFTConfig,
         help="the supervised step on the kept episodes (an [sft] table of SFTConfig keys)",
     )
+    # ---- held-out evaluation after training (agentbench train); evaluation is greedy
+    eval_seed: int = setting(
+        1_000_000, "first held-out evaluation seed; must not meet training seeds"
+    )
+    eval_episodes: int = setting(16, "held-out episodes evaluated after training")
     # ---- output
     output_dir: str | None = setting(
         None,
@@ -111,7 +120,8 @@ class SelfTrainingConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("iterations", 1), ("num_envs", 1), ("train_seed", 0),
-                          ("checkpoint_every", 0), ("keep_checkpoints", 1)):  # fmt: skip
+                          ("checkpoint_every", 0), ("keep_checkpoints", 1), ("eval_seed", 0),
+                          ("eval_episodes", 1)):  # fmt: skip
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         check_float_settings(self, self.float_ranges())
@@ -226,17 +236,20 @@ def sample_metrics(sampled: Sequence[SampledEpisode]) -> dict[str, float]:
 class SelfTrainer(ABC):
     """What :func:`run_iterations` drives: a config, a counter, the policy (a
     TransformersGenerator, fine-tuned in place), and one iteration, which each method
-    defines. Constructed as every trainer is, ``(config, generator)``."""
+    defines. Constructed as every trainer is, ``(config, generator)``: a handed-in
+    generator is trained as it is (LoRA adapters injected or not, as its caller did);
+    without one the trainer loads the config's ``[model]`` and makes it trainable as
+    that table says (:func:`starting_model`)."""
 
     config_class: type[SelfTrainingConfig] = SelfTrainingConfig  # read back by resume
 
-    def __init__(self, config: Any, generator: Any) -> None:
+    def __init__(self, config: Any, generator: Any = None) -> None:
         self.config = config
-        self.generator = generator
+        self.generator = starting_model(config) if generator is None else generator
         self.iteration = 0  # iterations completed
 
     @classmethod
-    def resume(cls, output_dir: str | Path, generator: Any) -> Self:
+    def resume(cls, output_dir: str | Path, generator: Any = None) -> Self:
         """Continue the run in ``output_dir`` from its newest intact checkpoint (exactly);
         ``generator`` is the run's starting model (:func:`resume_self_training`)."""
         return resume_self_training(cls, output_dir, generator)
@@ -310,11 +323,19 @@ def load_self_training(trainer: SelfTrainer, directory: Path) -> None:
         ckpt.truncate_metrics(path, "iteration", trainer.iteration)
 
 
-def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: Any) -> Any:
+def starting_model(config: SelfTrainingConfig) -> Any:
+    """The config's ``[model]``, loaded and made trainable (LoRA initialised from the
+    SFT seed)."""
+    generator = config.model.load()
+    generator.model = config.model.trainable(generator.model, config.sft.seed)
+    return generator
+
+
+def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: Any = None) -> Any:
     """A ``trainer_class`` (ExpertIteration, ReturnConditioned) continuing the run in
     ``output_dir`` from its newest intact checkpoint, with the config the run started
     with. ``generator`` must be the starting model of the run (with its LoRA adapters
-    injected the same way, when it had them)."""
+    injected the same way, when it had them); None loads the config's ``[model]``."""
     directory = ckpt.resume_checkpoint(output_dir)
     if directory is None:
         raise ConfigError(f"{output_dir} holds no checkpoint to resume from")
