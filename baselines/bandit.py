@@ -17,6 +17,7 @@ show up in the coverage and frequency analyses.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -149,7 +150,31 @@ def _extends(counted: _Counted | None, history: Sequence[Step], n_arms: int) -> 
 
 
 @dataclass
-class UCBAgent:
+class CountingAgent(ABC):
+    """An arm-bandit agent that decides from each history's arm counts and reward sums
+    (kept up to date incrementally by :class:`ArmStatistics`): subclasses say how in
+    :meth:`choose`."""
+
+    _statistics: ArmStatistics = field(
+        default_factory=ArmStatistics, init=False, repr=False, compare=False
+    )
+
+    @abstractmethod
+    def choose(self, turn: Turn, counts: np.ndarray, sums: np.ndarray) -> int:
+        """The arm to pull given this turn's counts and sums (copies: may be written)."""
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        return [
+            Decision(self.choose(turn, counts, sums))
+            for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True)
+        ]
+
+    def supports(self, family: str) -> bool:
+        return family in ARM_FAMILIES
+
+
+@dataclass
+class UCBAgent(CountingAgent):
     """UCB (Auer et al., 2002): untried arms first, then argmax of the UCB values.
 
     ``c`` is either the constant of :func:`ucb_values` or a whole formula
@@ -160,9 +185,6 @@ class UCBAgent:
 
     c: float | UCBFormula = DEFAULT_UCB_C
     name: str = ""
-    _statistics: ArmStatistics = field(
-        default_factory=ArmStatistics, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         if not callable(self.c) and (not _is_number(self.c) or self.c < 0):
@@ -179,15 +201,8 @@ class UCBAgent:
             return np.asarray(self.c(counts, sums, t), dtype=np.float64)
         return ucb_values(counts, sums, t, float(self.c))
 
-    def act(self, turns: Sequence[Turn]) -> list[Decision]:
-        decisions = []
-        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
-            values = self.values(counts, sums, len(turn.history))
-            decisions.append(Decision(argmax_random_tie(values, turn.rng)))
-        return decisions
-
-    def supports(self, family: str) -> bool:
-        return family in ARM_FAMILIES
+    def choose(self, turn: Turn, counts: np.ndarray, sums: np.ndarray) -> int:
+        return argmax_random_tie(self.values(counts, sums, len(turn.history)), turn.rng)
 
 
 @dataclass(frozen=True)
@@ -256,7 +271,7 @@ def bandit_posterior(env: object) -> Posterior:
 
 
 @dataclass
-class ThompsonSamplingAgent:
+class ThompsonSamplingAgent(CountingAgent):
     """Thompson sampling: play the arm whose posterior draw is largest.
 
     The model is chosen per env by :func:`bandit_posterior` (Beta on Bernoulli,
@@ -265,24 +280,17 @@ class ThompsonSamplingAgent:
 
     posterior: Posterior | None = None
     name: str = "thompson"
-    _statistics: ArmStatistics = field(
-        default_factory=ArmStatistics, init=False, repr=False, compare=False
-    )
 
-    def act(self, turns: Sequence[Turn]) -> list[Decision]:
-        decisions = []
-        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
-            model = self.posterior or bandit_posterior(turn.env)
-            draws = model.sample(counts, sums, turn.rng)
-            decisions.append(Decision(argmax_random_tie(draws, turn.rng)))
-        return decisions
+    def choose(self, turn: Turn, counts: np.ndarray, sums: np.ndarray) -> int:
+        model = self.posterior or bandit_posterior(turn.env)
+        return argmax_random_tie(model.sample(counts, sums, turn.rng), turn.rng)
 
     def supports(self, family: str) -> bool:
         return family == BANDIT_FAMILY
 
 
 @dataclass
-class EpsilonGreedyAgent:
+class EpsilonGreedyAgent(CountingAgent):
     """With probability epsilon a uniformly random arm, else the best empirical mean.
 
     No "untried arms first": untried arms are reached only by exploration (or
@@ -292,9 +300,6 @@ class EpsilonGreedyAgent:
 
     epsilon: float = DEFAULT_EPSILON
     name: str = ""
-    _statistics: ArmStatistics = field(
-        default_factory=ArmStatistics, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         if not _is_number(self.epsilon) or not 0.0 <= self.epsilon <= 1.0:
@@ -303,23 +308,16 @@ class EpsilonGreedyAgent:
             default = self.epsilon == DEFAULT_EPSILON
             self.name = "epsilon-greedy" if default else f"epsilon-greedy(epsilon={self.epsilon:g})"
 
-    def act(self, turns: Sequence[Turn]) -> list[Decision]:
-        decisions = []
-        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
-            # One uniform draw per step whatever epsilon is, so the stream stays aligned.
-            if turn.rng.random() < self.epsilon:
-                legal = turn.env.legal_actions()
-                decisions.append(Decision(int(legal[turn.rng.integers(len(legal))])))
-                continue
-            decisions.append(Decision(greedy_action(counts, sums, turn.rng)))
-        return decisions
-
-    def supports(self, family: str) -> bool:
-        return family in ARM_FAMILIES
+    def choose(self, turn: Turn, counts: np.ndarray, sums: np.ndarray) -> int:
+        # One uniform draw per step whatever epsilon is, so the stream stays aligned.
+        if turn.rng.random() < self.epsilon:
+            legal = turn.env.legal_actions()
+            return int(legal[turn.rng.integers(len(legal))])
+        return greedy_action(counts, sums, turn.rng)
 
 
 @dataclass
-class GreedyAgent:
+class GreedyAgent(CountingAgent):
     """Pull every arm once (in random order), then always the best empirical mean.
 
     The pure-exploitation reference: the failure mode (locking onto an arm
@@ -328,22 +326,12 @@ class GreedyAgent:
     """
 
     name: str = "greedy"
-    _statistics: ArmStatistics = field(
-        default_factory=ArmStatistics, init=False, repr=False, compare=False
-    )
 
-    def act(self, turns: Sequence[Turn]) -> list[Decision]:
-        decisions = []
-        for turn, (counts, sums) in zip(turns, self._statistics.of_batch(turns), strict=True):
-            untried = np.flatnonzero(counts == 0)
-            if len(untried):
-                decisions.append(Decision(int(untried[turn.rng.integers(len(untried))])))
-            else:
-                decisions.append(Decision(greedy_action(counts, sums, turn.rng)))
-        return decisions
-
-    def supports(self, family: str) -> bool:
-        return family in ARM_FAMILIES
+    def choose(self, turn: Turn, counts: np.ndarray, sums: np.ndarray) -> int:
+        untried = np.flatnonzero(counts == 0)
+        if len(untried):
+            return int(untried[turn.rng.integers(len(untried))])
+        return greedy_action(counts, sums, turn.rng)
 
 
 @dataclass

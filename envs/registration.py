@@ -237,22 +237,19 @@ def _register_builtin() -> None:
                     preset=in_grid,
                 )
 
-    contextual = "agentbench.envs.contextual:ContextualBanditEnv"
-    register_env(
-        f"{NAMESPACE}/ContextualBandit-v0",
-        contextual,
-        family=CONTEXTUAL_FAMILY,
-        description="semi-synthetic contextual bandit; set n_arms, horizon, rank as kwargs",
-        preset=False,
+    _register_variants(
+        "ContextualBandit",
+        "agentbench.envs.contextual:ContextualBanditEnv",
+        CONTEXTUAL_FAMILY,
+        "semi-synthetic contextual bandit; set n_arms, horizon, rank as kwargs",
+        {
+            f"{n_arms}arms": (
+                f"semi-synthetic movie recommendation, {n_arms} movies, horizon 50",
+                {"n_arms": n_arms},
+            )
+            for n_arms in BANDIT_ARMS
+        },
     )
-    for n_arms in BANDIT_ARMS:
-        register_env(
-            f"{NAMESPACE}/ContextualBandit-{n_arms}arms-v0",
-            contextual,
-            family=CONTEXTUAL_FAMILY,
-            description=f"semi-synthetic movie recommendation, {n_arms} movies, horizon 50",
-            kwargs={"n_arms": n_arms},
-        )
     register_env(
         f"{NAMESPACE}/MovieLensBandit-v0",
         "agentbench.envs.contextual:make_movielens_env",
@@ -260,23 +257,35 @@ def _register_builtin() -> None:
         description="contextual bandit from a MovieLens ratings file; needs ratings_path=...",
         preset=False,
     )
-
-    tictactoe = "agentbench.envs.tictactoe:TicTacToeEnv"
-    register_env(
-        f"{NAMESPACE}/TicTacToe-v0",
-        tictactoe,
-        family=TICTACTOE_FAMILY,
-        description="tic-tac-toe; set opponent, agent_side, mcts_simulations as kwargs",
-        preset=False,
+    _register_variants(
+        "TicTacToe",
+        "agentbench.envs.tictactoe:TicTacToeEnv",
+        TICTACTOE_FAMILY,
+        "tic-tac-toe; set opponent, agent_side, mcts_simulations as kwargs",
+        {
+            opponent: (
+                f"tic-tac-toe against a {opponent} opponent, agent plays X",
+                {"opponent": opponent},
+            )
+            for opponent in TICTACTOE_OPPONENTS
+        },
     )
-    for opponent in TICTACTOE_OPPONENTS:
-        register_env(
-            f"{NAMESPACE}/TicTacToe-{opponent}-v0",
-            tictactoe,
-            family=TICTACTOE_FAMILY,
-            description=f"tic-tac-toe against a {opponent} opponent, agent plays X",
-            kwargs={"opponent": opponent},
-        )
+
+
+def _register_variants(
+    name: str,
+    entry_point: str,
+    family: str,
+    description: str,
+    variants: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    """``{name}-v0`` (every setting a keyword argument; not in the suite grid) and a
+    preset ``{name}-{suffix}-v0`` per variant (suffix -> its description and kwargs)."""
+    register_env(f"{NAMESPACE}/{name}-v0", entry_point, family=family,
+                 description=description, preset=False)  # fmt: skip
+    for suffix, (variant_description, kwargs) in variants.items():
+        register_env(f"{NAMESPACE}/{name}-{suffix}-v0", entry_point, family=family,
+                     description=variant_description, kwargs=kwargs)  # fmt: skip
 
 
 _register_builtin()

@@ -29,32 +29,17 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from agentbench.models.tiny import byte_tokenizer, tiny_generator
+from agentbench.models.tiny import tiny_generator
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.rlft.precision import compute_precision
 
 
 def smollm2_shaped(seed: int) -> TransformersGenerator:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).eval()
-    return TransformersGenerator(model, tokenizer, name="smollm2-shape")
+    """A random model of SmolLM2-135M's shape (30 layers, hidden 576, vocab 49152)."""
+    generator = tiny_generator(seed, hidden=576, layers=30, heads=9, kv_heads=3,
+                               intermediate=1536, init_std=0.02, vocab_size=49152)  # fmt: skip
+    generator.name = "smollm2-shape"
+    return generator
 
 
 def episodes(n: int, steps: int, answer: int, seed: int) -> tuple[list, list, list]:

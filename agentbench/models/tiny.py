@@ -74,21 +74,23 @@ def tiny_generator(
     dtype: str | torch.dtype | None = torch.float32,
     settings: TransformersSettings | None = None,
     word_tokens: tuple[str, ...] = (),
+    vocab_size: int | None = None,
 ) -> TransformersGenerator:
     """A small random Llama behind the real backend; same seed, same weights.
 
-    float32 on the CPU by default, so tests compare numbers without bf16 noise.
-    ``init_std`` is larger than the usual 0.02, which would make a random model
-    repeat one token whatever the prompt; at 0.3 greedy outputs differ by prompt,
-    which is what batching tests need to see. ``word_tokens``: see :func:`byte_tokenizer`.
-    The weights come from a forked RNG seeded with ``seed``: the caller's global
-    torch RNG is left exactly as it was.
+        float32 on the CPU by default, so tests compare numbers without bf16 noise.
+        ``init_std`` is larger than the usual 0.02, which would make a random model
+        repeat one token whatever the prompt; at 0.3 greedy outputs differ by prompt,
+        which is what batching tests need to see. ``word_tokens``: see :func:`byte_tokenizer`.
+    ``vocab_size`` (default: the tokenizer's) gives the LM head a real model's width.
+        The weights come from a forked RNG seeded with ``seed``: the caller's global
+        torch RNG is left exactly as it was.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer(chat_template, word_tokens)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,

@@ -10,8 +10,7 @@ configs. Heavy imports (torch, transformers) happen when these are first used.
 
 from __future__ import annotations
 
-from typing import Any
-
+from agentbench.lazy import lazy_exports
 from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
 from agentbench.rlft.config import PPOConfig, load_ppo_config, ppo_config_from_dict
 
@@ -52,9 +51,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'agentbench.rlft' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

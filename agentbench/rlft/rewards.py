@@ -11,15 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from agentbench.errors import ConfigError
 from agentbench.records import Episode
+from agentbench.settings import setting
 from agentbench.shaping import EXPLORATION_BONUS, INVALID_ACTION_PENALTY
 
 REWARDS = ("dense", "sparse")
 REWARD_NORMALISATIONS = ("scale", "batch_std")
+
+
+def invalid_penalty_setting() -> Any:
+    """The ``invalid_penalty`` field of every training config, declared once."""
+    return setting(INVALID_ACTION_PENALTY, "added to each invalid step's reward, <= 0 (SPEC: -5)")
+
+
+def exploration_bonus_setting() -> Any:
+    """The ``exploration_bonus`` field of every training config, declared once."""
+    return setting(0.0, "weight of +1 for an action untried in the episode; 0 = off")
 
 
 @dataclass(frozen=True)
