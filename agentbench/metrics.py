@@ -324,8 +324,19 @@ def k_minfrac(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Es
 
 
 def invalid_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
-    """Mean per-episode share of steps whose answer was invalid (``valid`` false)."""
-    return t_interval([_share(ep, lambda step: not step.valid) for ep in episodes], confidence)
+    """Mean per-episode share of steps whose answer named no legal action and the random
+    fallback played (``valid`` false, not forced). Valid, forced and invalid steps
+    partition every episode."""
+    return t_interval(
+        [_share(ep, lambda step: not step.valid and not step.forced) for ep in episodes],
+        confidence,
+    )
+
+
+def forced_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean per-episode share of steps whose action answer forcing chose (the answer
+    named no legal action; the model's scores over the legal labels picked one)."""
+    return t_interval([_share(ep, lambda step: step.forced) for ep in episodes], confidence)
 
 
 def illegal_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
@@ -380,7 +391,8 @@ def summarize(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> di
     """The metrics that apply to these episodes, as plain JSON-able values.
 
     Always: ``n_episodes``, ``confidence``, ``return``, ``invalid_rate``,
-    ``illegal_rate`` and ``curves["return"]``. Bandits add ``final_regret``,
+    ``illegal_rate`` and ``curves["return"]``; ``forced_rate`` when the agent forced
+    answers (or any step was forced). Bandits add ``final_regret``,
     ``coverage`` (final coverage), ``greedy_fraction``, ``suffix_failure``,
     ``k_minfrac`` and ``curves["regret"]``, ``curves["coverage"]``. Episodes
     with outcomes (tic-tac-toe) add ``win_rate``, ``draw_rate``, ``loss_rate``.
@@ -397,6 +409,10 @@ def summarize(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> di
         "invalid_rate": invalid_rate(episodes, confidence),
         "illegal_rate": illegal_rate(episodes, confidence),
     }
+    if any(ep.agent_settings.get("answer_forcing") for ep in episodes) or any(
+        step.forced for ep in episodes for step in ep.steps
+    ):
+        estimates["forced_rate"] = forced_rate(episodes, confidence)
     curves["return"] = return_curve(episodes, confidence).to_dict()
     if _records_regret(episodes):
         estimates["final_regret"] = final_regret(episodes, confidence)

@@ -30,7 +30,7 @@ class Step:
     action: int  # the action the env executed
     label: str  # its label
     reward: float  # the env's reward
-    valid: bool = True  # False: the agent's answer was unparseable or not a legal action
+    valid: bool = True  # False: the answer named no legal action (forced, or the fallback played)
     illegal: bool = False  # the env judged the move illegal (tic-tac-toe)
     proposed: int | None = None  # what the agent answered (None: nothing parseable)
     expected_reward: float | None = None  # bandits: mean of the executed arm
@@ -39,6 +39,11 @@ class Step:
     state: str = ""  # the env's state text before the move
     observation: Any = None  # the observation the agent acted on (JSON-able)
     text: str = ""  # generated text (LLM agents)
+    # answer forcing (LLM agents): the action is the legal label the model scored most
+    # likely (or sampled) after its answer named none; valid is False, proposed is what
+    # the answer named, and forced_probability the chosen label's probability
+    forced: bool = False
+    forced_probability: float | None = None
 
 
 @dataclass

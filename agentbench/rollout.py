@@ -99,7 +99,7 @@ def rollout(
             on_step(len(slots))
         still_live: list[_Slot] = []
         for slot, decision in zip(slots, decisions, strict=True):
-            done = _advance(slot, decision.action, decision.text)
+            done = _advance(slot, decision)
             if on_decision is not None:
                 on_decision(slot.episode, slot.episode.steps[-1], decision)
             if not done:
@@ -143,11 +143,20 @@ def _start(
     return _Slot(env, view, episode, observation, info, agent_rng(seed, sample), fallback)
 
 
-def _advance(slot: _Slot, proposed: int | None, text: str) -> bool:
-    """Execute one decision in the slot's env and record the step; True when the episode ended."""
+def _advance(slot: _Slot, decision: Decision) -> bool:
+    """Execute one decision in the slot's env and record the step; True when the episode ended.
+
+    An answer that names no legal action is invalid: the env plays a random legal action
+    (the fallback stream), or, when the agent forced an answer (``extras["forced"]``),
+    the forced one."""
     legal = slot.view.legal_actions()
+    forced = decision.extras.get("forced")
+    proposed = forced["proposed"] if forced else decision.action
     valid = proposed is not None and proposed in legal
-    action = int(proposed) if valid else int(slot.fallback.choice(legal))
+    if forced:
+        action = int(decision.action)
+    else:
+        action = int(proposed) if valid else int(slot.fallback.choice(legal))
     in_space = proposed is not None and 0 <= proposed < slot.episode.n_actions
     state = slot.view.state_text()
     observation, reward, terminated, truncated, info = slot.env.step(action)
@@ -167,7 +176,9 @@ def _advance(slot: _Slot, proposed: int | None, text: str) -> bool:
             regret=_maybe_float(info.get("regret")),
             state=state,
             observation=to_jsonable(slot.observation),
-            text=text,
+            text=decision.text,
+            forced=bool(forced),
+            forced_probability=float(forced["probability"]) if forced else None,
         )
     )
     slot.observation, slot.info = observation, info

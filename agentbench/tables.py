@@ -45,9 +45,16 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     if "win_rate" in row:
         rates = [round(100 * (row[f"{o}_rate"]["mean"] or 0)) for o in ("win", "draw", "loss")]
         text += " ({} / {} / {})".format(*rates)
-    invalid = (row.get("invalid_rate") or {}).get("mean")
-    if invalid:
-        text += f" [invalid {100 * invalid:.0f}%]"
+    notes = [
+        f"{what} {100 * rate:.0f}%"
+        for what, rate in (
+            ("invalid", (row.get("invalid_rate") or {}).get("mean")),
+            ("forced", (row.get("forced_rate") or {}).get("mean")),
+        )
+        if rate
+    ]
+    if notes:
+        text += f" [{', '.join(notes)}]"
     return text
 
 
@@ -82,4 +89,44 @@ def comparison_tables(
             for env_id in env_ids
         ]  # fmt: skip
         tables.append((f"{title} ({reading}; mean ± 95% CI half-width)", header, body))
+        if family == BANDIT_FAMILY:
+            tables.append(_decision_profile(by_pair, env_ids, columns))
     return tables
+
+
+def _decision_profile(
+    by_pair: dict[tuple[str, str], dict[str, Any]], env_ids: list[str], agents: list[str]
+) -> tuple[str, list[str], list[list[str]]]:
+    """How each agent decided on the multi-armed bandits: the exploration metrics and
+    the shares of valid, forced and invalid answers (an LLM's own choices show only
+    where its answers are valid or forced)."""
+    header = ["env", "agent", *(name for name, _ in _PROFILE), "valid / forced / invalid"]
+    body = []
+    for env_id in env_ids:
+        for agent in agents:
+            row = by_pair.get((env_id, agent))
+            if row is None:
+                continue
+            shares = [
+                (row.get(m) or {}).get("mean") or 0.0 for m in ("invalid_rate", "forced_rate")
+            ]
+            answers = [1.0 - sum(shares), shares[1], shares[0]]
+            body.append([
+                env_id.removeprefix("agentbench/"),
+                agent,
+                *(estimate_text(row.get(metric)) for _, metric in _PROFILE),
+                " / ".join(f"{100 * share:.0f}%" for share in answers),
+            ])  # fmt: skip
+    title = (
+        "Multi-armed bandits: decision profile (coverage: share of arms tried, higher explores "
+        "more; greedy fraction: share of steps on the best-looking arm; suffix failure: share "
+        "of episodes that never pulled the best arm in their second half)"
+    )
+    return title, header, body
+
+
+_PROFILE = (
+    ("coverage", "coverage"),
+    ("greedy fraction", "greedy_fraction"),
+    ("suffix failure", "suffix_failure"),
+)

@@ -108,7 +108,8 @@ def test_training_configs_point_moved_and_untrainable_agent_settings_out():
         ppo_config_from_dict({"agent": "llm"})
     with pytest.raises(ConfigError, match=r"unknown \[agent\] settings \['cott'\]"):
         ppo_config_from_dict({"agent": {"cott": False}})
-    for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4}):
+    for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4},
+                      {"answer_forcing": True}):  # fmt: skip
         with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):
             ppo_config_from_dict({"agent": mechanism})
         with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):

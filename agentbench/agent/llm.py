@@ -14,12 +14,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
+
 from agentbench.agent.context import ContextSettings, build_context, shuffled_labels
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
 from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY, get_preset
 from agentbench.errors import ConfigError
-from agentbench.models.interface import Chat, Generation, GenerationConfig, TextGenerator
+from agentbench.models.interface import (
+    Chat,
+    Generation,
+    GenerationConfig,
+    TextGenerator,
+    UnsupportedOperation,
+)
 from agentbench.settings import config_from_dict, setting
 
 DIRECT_BUDGET = 16  # generation budget without CoT: only ACTION=X (SPEC.md 2)
@@ -61,6 +69,15 @@ class LLMAgentSettings:
     consistency_temperature: float = setting(1.0, "sampling temperature of the k samples")
     return_token: str | None = setting(
         None, 'return-conditioned RL: "Target return: X." in the context'
+    )
+    answer_forcing: bool = setting(
+        False,
+        (
+            "off keeps the paper's protocol; on: an answer with no legal ACTION= (budget spent, "
+            "nothing parseable, an illegal move) gets the answer prefix appended and a legal "
+            "label chosen by the model's own log-probabilities (argmax at temperature 0, "
+            "sampled at the agent's temperature otherwise); the step is recorded as forced"
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -187,6 +204,8 @@ class LLMAgent:
                 decisions.append(self._vote(item, turn, samples))
         if settings.self_correction:
             decisions = self._self_correct(pending, turns, decisions, config)
+        if settings.answer_forcing:
+            decisions = self._force_answers(pending, turns, decisions)
         return decisions
 
     def _read(self, item: _Pending, turn: Turn, generation: Generation) -> Decision:
@@ -240,6 +259,76 @@ class LLMAgent:
             second.extras["first_action"] = decision.action
             final.append(second)
         return final
+
+    def _force_answers(
+        self, pending: list[_Pending], turns: Sequence[Turn], decisions: list[Decision]
+    ) -> list[Decision]:
+        """Answer forcing: every decision without a legal action gets ``ACTION=<label>``
+        appended to its text for each legal label, and one scoring pass (the
+        generator's ``score``, all forced turns of the batch together) gives the model's
+        log-probability of each; the label is the most likely one at temperature 0, else
+        drawn from the candidates' probabilities at the agent's temperature (the turn's
+        own stream). ``extras["forced"]`` records the choice's probability among the
+        legal labels (at temperature 1) and why the answer was forced."""
+        forced = [
+            n
+            for n, (item, decision) in enumerate(zip(pending, decisions, strict=True))
+            if not _is_legal(decision.action, turns[item.index])
+        ]
+        if not forced:
+            return decisions
+        legal = [[int(a) for a in turns[pending[n].index].env.legal_actions()] for n in forced]
+        # Each candidate continues the model's last generation in the chat it answered
+        # (the review chat after self-correction).
+        chats = [decisions[n].extras.get("prompt", pending[n].chat) for n in forced]
+        candidates = [
+            [forced_text(_generated_text(decisions[n]), pending[n].labels[a]) for a in actions]
+            for n, actions in zip(forced, legal, strict=True)
+        ]
+        try:
+            scores = self.generator.score(chats, candidates)
+        except UnsupportedOperation as error:
+            raise ConfigError(
+                f"answer forcing scores the legal labels, which {self.generator.name} cannot "
+                f"do: {error}"
+            ) from None
+        temperature = self.settings.temperature
+        decisions = list(decisions)
+        for n, actions, logprobs in zip(forced, legal, scores, strict=True):
+            probabilities = _softmax(np.asarray(logprobs, dtype=np.float64))
+            if temperature == 0:
+                choice = int(np.argmax(probabilities))
+            else:
+                tempered = _softmax(np.asarray(logprobs, dtype=np.float64) / temperature)
+                choice = int(turns[pending[n].index].rng.choice(len(actions), p=tempered))
+            before = decisions[n]
+            reason = "illegal" if before.action is not None else before.extras.get("parse")
+            extras = dict(before.extras)
+            extras["forced"] = {"probability": float(probabilities[choice]),
+                                "reason": reason, "proposed": before.action}  # fmt: skip
+            label = pending[n].labels[actions[choice]]
+            decisions[n] = Decision(actions[choice], forced_text(before.text, label), extras)
+        return decisions
+
+
+def forced_text(text: str, label: str) -> str:
+    """The model's answer with the answer prefix and ``label`` appended (answer forcing)."""
+    body = text.rstrip()
+    return f"{body}\n{format_action(label)}" if body else format_action(label)
+
+
+def _is_legal(action: int | None, turn: Turn) -> bool:
+    return action is not None and action in {int(a) for a in turn.env.legal_actions()}
+
+
+def _generated_text(decision: Decision) -> str:
+    generation = decision.extras.get("generation")
+    return decision.text if generation is None else generation.text
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max())
+    return shifted / shifted.sum()
 
 
 def _family(turn: Turn) -> str:

@@ -341,9 +341,10 @@ class PPOConfig:
 
 def check_training_agent(agent: LLMAgentSettings) -> None:
     """The agent mechanisms RL fine-tuning can train with: every step must be the
-    model's own generated answer. Template steps (try-all, epsilon-greedy) and answers
-    assembled from several generations (self-consistency, self-correction) carry no
-    single generated sequence to score, so they are refused with one clear error."""
+    model's own generated answer. Template steps (try-all, epsilon-greedy), answers
+    assembled from several generations (self-consistency, self-correction) and forced
+    answers (whose label was scored, not sampled as generated tokens) carry no single
+    generated sequence to score, so they are refused with one clear error."""
     if not isinstance(agent, LLMAgentSettings):
         raise ConfigError(f"agent must be an [agent] table, got {agent!r}")
     unsupported = {
@@ -352,6 +353,7 @@ def check_training_agent(agent: LLMAgentSettings) -> None:
         "self_consistency": agent.self_consistency > 1,
         "self_correction": agent.self_correction,
         "return_token": agent.return_token is not None,
+        "answer_forcing": agent.answer_forcing,
     }
     named = [name for name, used in unsupported.items() if used]
     if named:

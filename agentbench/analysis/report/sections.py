@@ -398,26 +398,30 @@ class ReportBuilder:
             Paragraph(
                 "Share of steps whose answer could not be parsed or named no legal "
                 "action (the runner then played a random legal action); illegal moves "
-                "are occupied tic-tac-toe cells."
+                "are occupied tic-tac-toe cells. With answer forcing, such a step is "
+                "forced instead: the model's own scores over the legal labels chose it."
             ),
         )
         rates = [estimate_mean(g.metrics.get("invalid_rate")) for g in groups]
         illegal = [estimate_mean(g.metrics.get("illegal_rate")) for g in groups]
-        if not any(rate > 0 for rate in rates + illegal):
+        forced = [estimate_mean(g.metrics.get("forced_rate")) for g in groups]
+        if not any(rate > 0 for rate in rates + illegal + forced):
             self.add(Paragraph("No agent gave an invalid answer or made an illegal move."))
             return
+        # Answer forcing: valid, forced and invalid shares of the steps sum to one.
+        forcing = any("forced_rate" in g.metrics for g in groups)
+        metrics = ["invalid_rate", *(["forced_rate"] if forcing else []), "illegal_rate"]
         self.add(
             Table(
-                ["env", "agent", "invalid rate", "illegal rate"],
+                ["env", "agent", *(m.replace("_", " ") for m in metrics)],
                 [
                     [
                         short_env(g.env_id),
                         self.series(g.source, g.agent),
-                        estimate_text(g.metrics.get("invalid_rate")),
-                        estimate_text(g.metrics.get("illegal_rate")),
+                        *(estimate_text(g.metrics.get(m)) for m in metrics),
                     ]
-                    for g, rate, bad in zip(groups, rates, illegal, strict=True)
-                    if rate > 0 or bad > 0
+                    for g, rate, bad, chosen in zip(groups, rates, illegal, forced, strict=True)
+                    if rate > 0 or bad > 0 or chosen > 0
                 ],
             )
         )
