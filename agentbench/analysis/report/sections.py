@@ -189,15 +189,13 @@ class ReportBuilder:
                 "over episodes; a curve that flattens early stopped exploring."
             ),
         )
+        self.curve_plots(groups, "coverage", "action coverage C_t")
+
+    def curve_plots(self, groups: Sequence[GroupGreediness], curve: str, ylabel: str) -> None:
+        """One plot of ``curve`` per env, every group that played it a line."""
         for env_id in self.envs(groups):
-            self.add(
-                self.curve_plot(
-                    env_id,
-                    [g for g in groups if g.env_id == env_id],
-                    "coverage",
-                    "action coverage C_t",
-                )
-            )
+            self.add(self.curve_plot(env_id, [g for g in groups if g.env_id == env_id], curve,
+                                     ylabel))  # fmt: skip
 
     def curve_plot(
         self, env_id: str, groups: Sequence[GroupGreediness], curve: str, ylabel: str
@@ -240,15 +238,7 @@ class ReportBuilder:
                 "agent's curve reads against both in the same axes."
             ),
         )
-        for env_id in self.envs(groups):
-            self.add(
-                self.curve_plot(
-                    env_id,
-                    [g for g in groups if g.env_id == env_id],
-                    "regret",
-                    "cumulative expected regret",
-                )
-            )
+        self.curve_plots(groups, "regret", "cumulative expected regret")
         pairs = self.analysis.paired_regret
         if not pairs:
             return
