@@ -27,7 +27,6 @@ where the name says otherwise. Issue 11's targets are printed next to them.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import subprocess
@@ -246,6 +245,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--rss-child", choices=("lora", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--return-freed-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -365,40 +365,48 @@ def training_figures(old: TransformersGenerator, args: Any) -> None:
 def memory_figures(args: Any) -> None:
     """``lora_update_peak_rss_ratio``: peak RSS of a process doing two PPO updates with
     LoRA / with full fine-tuning, one fresh process each (:func:`rss_child`), the same
-    micro-batch (one episode of ``train_steps`` steps), float32 weights. With gradient
-    checkpointing (the setting for memory-bound runs) and, unless --quick, without.
+    micro-batch (one episode of ``train_steps`` steps), bf16 compute, Adafactor.
 
-    Two further LoRA figures, for the diagnosis, not the target: the frozen base
-    loaded in bf16 (``dtype = "bfloat16"``: peft keeps the adapters float32), and both
-    under ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator page-aligns its blocks and
-    asks for huge pages above 2 MB), which changes how much freed memory glibc's heap
-    holds on to, not what the program keeps alive."""
-    settings = [("", {}), ("_thp", {"THP_MEM_ALLOC_ENABLE": "1"})]
-    for checkpointing in (True,) if args.quick else (True, False):
-        for env_suffix, env in settings:
-            if env and not checkpointing:
-                continue
-            peaks = {}
-            for mode, dtype in (("lora", "float32"), ("full", "float32"),
-                                ("lora", "bfloat16")):  # fmt: skip
-                command = [sys.executable, __file__, "--rss-child", mode, "--model",
-                           args.model, "--train-episodes", "1", "--train-steps",
-                           str(args.train_steps), "--dtype", dtype]  # fmt: skip
-                if checkpointing:
-                    command.append("--checkpointing")
-                if args.threads:
-                    command += ["--threads", str(args.threads)]
-                result = subprocess.run(command, capture_output=True, text=True, check=True,
-                                        env={**os.environ, **env})  # fmt: skip
-                peaks[mode if dtype == "float32" else "lora_bf16_base"] = int(
-                    result.stdout.strip().splitlines()[-1]
-                )
-            suffix = ("" if checkpointing else "_without_checkpointing") + env_suffix
-            for mode, peak in peaks.items():
-                report(f"{mode}_update_peak_rss_mb{suffix}", peak / 1024)
-            report(f"lora_update_peak_rss_ratio{suffix}", peaks["lora"] / peaks["full"])
-            report(f"lora_bf16_base_update_peak_rss_ratio{suffix}",
-                   peaks["lora_bf16_base"] / peaks["full"])  # fmt: skip
+    The target figure compares the two in their memory-lean setting: gradient
+    checkpointing on and ``return_freed_memory = true`` for both (agentbench.memory:
+    freed blocks go back to the system instead of staying in glibc's heap), full
+    fine-tuning with float32 weights (a bf16 weight swallows small updates) and LoRA
+    over a frozen base loaded in bf16 (``[model] dtype = "bfloat16"``; the adapters
+    stay float32). The other figures, for the diagnosis: LoRA over a float32 base
+    in the same setting, both under glibc's default allocator, and (unless --quick)
+    without checkpointing."""
+    runs = [  # (figure name, mode, weight dtype, checkpointing, return freed memory)
+        ("lora_bf16_base", "lora", "bfloat16", True, True),
+        ("lora", "lora", "float32", True, True),
+        ("full", "full", "float32", True, True),
+        ("lora_default_allocator", "lora", "float32", True, False),
+        ("full_default_allocator", "full", "float32", True, False),
+    ]
+    if not args.quick:
+        runs += [
+            ("lora_without_checkpointing", "lora", "float32", False, True),
+            ("full_without_checkpointing", "full", "float32", False, True),
+        ]
+    peaks = {}
+    for name, mode, dtype, checkpointing, lean in runs:
+        command = [sys.executable, __file__, "--rss-child", mode, "--model", args.model,
+                   "--train-episodes", "1", "--train-steps", str(args.train_steps),
+                   "--dtype", dtype]  # fmt: skip
+        command += ["--checkpointing"] if checkpointing else []
+        command += ["--return-freed-memory"] if lean else []
+        command += ["--threads", str(args.threads)] if args.threads else []
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        peaks[name] = int(result.stdout.strip().splitlines()[-1])
+        report(f"{name}_update_peak_rss_mb", peaks[name] / 1024)
+        report(f"{name}_update_process_s", time.perf_counter() - started)
+    report("lora_update_peak_rss_ratio", peaks["lora_bf16_base"] / peaks["full"])
+    report("lora_fp32_base_update_peak_rss_ratio", peaks["lora"] / peaks["full"])
+    report("lora_update_peak_rss_ratio_default_allocator",
+           peaks["lora_default_allocator"] / peaks["full_default_allocator"])  # fmt: skip
+    if not args.quick:
+        without = peaks["lora_without_checkpointing"] / peaks["full_without_checkpointing"]
+        report("lora_update_peak_rss_ratio_without_checkpointing", without)
 
 
 def rss_child(args: Any) -> None:
@@ -428,6 +436,7 @@ def rss_child(args: Any) -> None:
             output_dir=output_dir,
             progress=False,
             gradient_checkpointing=args.checkpointing,
+            return_freed_memory=args.return_freed_memory,
             compute_dtype="bfloat16",
         )
         PPOTrainer(config).train()

@@ -28,6 +28,7 @@ from typing import Any
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
+from agentbench.memory import return_freed_memory_setting
 from agentbench.rlft.rewards import (
     REWARD_NORMALISATIONS,
     REWARDS,
@@ -206,6 +207,7 @@ class PPOConfig:
             "all layers' to one layer's (agentbench.rlft.precision)"
         ),
     )
+    return_freed_memory: bool = return_freed_memory_setting()
     update_epochs: int = setting(1, "passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)")
     clip_eps: float = setting(0.2, "PPO ratio clip epsilon (paper: 0.2)")
     kl_beta: float = setting(

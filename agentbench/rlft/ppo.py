@@ -61,6 +61,7 @@ import torch
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
+from agentbench.memory import return_freed_memory
 from agentbench.metrics import summarize
 from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
@@ -236,6 +237,8 @@ class PPOTrainer:
                 settings=generator.settings,
             )
         set_gradient_checkpointing(model, config.gradient_checkpointing)
+        if config.return_freed_memory:
+            return_freed_memory()
         self.policy = TransformersGenerator(
             model, generator.tokenizer, name=generator.name, settings=generator.settings
         )

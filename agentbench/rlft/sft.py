@@ -46,6 +46,7 @@ from agentbench.baselines.bandit import UCBAgent, ucb_values
 from agentbench.envs.protocol import format_reward
 from agentbench.errors import ConfigError
 from agentbench.io import write_atomic, write_json
+from agentbench.memory import return_freed_memory, return_freed_memory_setting
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.models.interface import Chat
 from agentbench.models.packing import DEFAULT_MAX_PACKED_TOKENS
@@ -216,6 +217,7 @@ class SFTConfig:
             "compute; see PPOConfig)"
         ),
     )
+    return_freed_memory: bool = return_freed_memory_setting()
     seed: int = setting(0, "shuffling, subset and dropout seed")
     progress: bool = setting(False, "print one line per epoch")
 
@@ -343,6 +345,8 @@ def train_on_targets(
     dropout_seeds = rng.integers(0, 2**62, size=total * max(1, config.batch_size))
     compute_dtype = resolve_compute_dtype(config.compute_dtype, next(model.parameters()).device)
     set_gradient_checkpointing(model, config.gradient_checkpointing)
+    if config.return_freed_memory:
+        return_freed_memory()
     records: list[dict[str, Any]] = []
     step, done = 0, 0  # optimizer steps and epochs completed
     run = None if output_dir is None else _SFTRun(Path(output_dir), config, prompts, targets)
