@@ -251,8 +251,7 @@ def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
     chosen = {"name": args.model, "dtype": args.dtype, "lora_r": args.lora_r}
     model = ModelSettings(use_lora=args.lora, **{k: v for k, v in chosen.items() if v is not None})
     model = dataclasses.replace(model, lora_alpha=2 * model.lora_r)
-    generator = model.load()
-    generator.model = model.trainable(generator.model, args.seed)
+    generator = model.load_trainable(args.seed)
     records = train_sft(generator, examples, config)
     path = export_model(generator.model, generator.tokenizer, args.out)
     write_json(path / "sft.json", {"args": vars(args) | {"func": None}, "epochs": records})

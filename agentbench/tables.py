@@ -47,11 +47,8 @@ def _cell(row: dict[str, Any], metric: str) -> str:
         text += " ({} / {} / {})".format(*rates)
     notes = [
         f"{what} {100 * rate:.0f}%"
-        for what, rate in (
-            ("invalid", (row.get("invalid_rate") or {}).get("mean")),
-            ("forced", (row.get("forced_rate") or {}).get("mean")),
-        )
-        if rate
+        for what in ("invalid", "forced")
+        if (rate := _mean(row, f"{what}_rate"))
     ]
     if notes:
         text += f" [{', '.join(notes)}]"
@@ -100,21 +97,19 @@ def _decision_profile(
     """How each agent decided on the multi-armed bandits: the exploration metrics and
     the shares of valid, forced and invalid answers (an LLM's own choices show only
     where its answers are valid or forced)."""
-    header = ["env", "agent", *(name for name, _ in _PROFILE), "valid / forced / invalid"]
+    header = ["env", "agent", *(m.replace("_", " ") for m in _PROFILE), "valid / forced / invalid"]
     body = []
     for env_id in env_ids:
         for agent in agents:
             row = by_pair.get((env_id, agent))
             if row is None:
                 continue
-            shares = [
-                (row.get(m) or {}).get("mean") or 0.0 for m in ("invalid_rate", "forced_rate")
-            ]
-            answers = [1.0 - sum(shares), shares[1], shares[0]]
+            invalid, forced = (_mean(row, m) or 0.0 for m in ("invalid_rate", "forced_rate"))
+            answers = [1.0 - invalid - forced, forced, invalid]
             body.append([
                 env_id.removeprefix("agentbench/"),
                 agent,
-                *(estimate_text(row.get(metric)) for _, metric in _PROFILE),
+                *(estimate_text(row.get(metric)) for metric in _PROFILE),
                 " / ".join(f"{100 * share:.0f}%" for share in answers),
             ])  # fmt: skip
     title = (
@@ -125,8 +120,8 @@ def _decision_profile(
     return title, header, body
 
 
-_PROFILE = (
-    ("coverage", "coverage"),
-    ("greedy fraction", "greedy_fraction"),
-    ("suffix failure", "suffix_failure"),
-)
+_PROFILE = ("coverage", "greedy_fraction", "suffix_failure")
+
+
+def _mean(row: dict[str, Any], metric: str) -> float | None:
+    return (row.get(metric) or {}).get("mean")

@@ -270,14 +270,11 @@ class LLMAgent:
         drawn from the candidates' probabilities at the agent's temperature (the turn's
         own stream). ``extras["forced"]`` records the choice's probability among the
         legal labels (at temperature 1) and why the answer was forced."""
-        forced = [
-            n
-            for n, (item, decision) in enumerate(zip(pending, decisions, strict=True))
-            if not _is_legal(decision.action, turns[item.index])
-        ]
+        legal_of = [[int(a) for a in turns[item.index].env.legal_actions()] for item in pending]
+        forced = [n for n, decision in enumerate(decisions) if decision.action not in legal_of[n]]
         if not forced:
             return decisions
-        legal = [[int(a) for a in turns[pending[n].index].env.legal_actions()] for n in forced]
+        legal = [legal_of[n] for n in forced]
         # Each candidate continues the model's last generation in the chat it answered
         # (the review chat after self-correction).
         chats = [decisions[n].extras.get("prompt", pending[n].chat) for n in forced]
@@ -294,12 +291,13 @@ class LLMAgent:
             ) from None
         temperature = self.settings.temperature
         decisions = list(decisions)
-        for n, actions, logprobs in zip(forced, legal, scores, strict=True):
-            probabilities = _softmax(np.asarray(logprobs, dtype=np.float64))
+        for n, actions, scored in zip(forced, legal, scores, strict=True):
+            logprobs = np.asarray(scored, dtype=np.float64)
+            probabilities = _softmax(logprobs)
             if temperature == 0:
                 choice = int(np.argmax(probabilities))
             else:
-                tempered = _softmax(np.asarray(logprobs, dtype=np.float64) / temperature)
+                tempered = _softmax(logprobs / temperature)
                 choice = int(turns[pending[n].index].rng.choice(len(actions), p=tempered))
             before = decisions[n]
             reason = "illegal" if before.action is not None else before.extras.get("parse")
@@ -315,10 +313,6 @@ def forced_text(text: str, label: str) -> str:
     """The model's answer with the answer prefix and ``label`` appended (answer forcing)."""
     body = text.rstrip()
     return f"{body}\n{format_action(label)}" if body else format_action(label)
-
-
-def _is_legal(action: int | None, turn: Turn) -> bool:
-    return action is not None and action in {int(a) for a in turn.env.legal_actions()}
 
 
 def _generated_text(decision: Decision) -> str:

@@ -108,6 +108,12 @@ class ModelSettings:
 
         return resolve_model(self.name, device=self.device or device, dtype=self.dtype)
 
+    def load_trainable(self, seed: int, device: str | None = None) -> Any:
+        """:meth:`load`, with the model made :meth:`trainable` (LoRA from ``seed``)."""
+        generator = self.load(device)
+        generator.model = self.trainable(generator.model, seed)
+        return generator
+
     def trainable(self, model: Any, seed: int) -> Any:
         """``model`` made trainable as these settings say: LoRA adapters injected (in
         place, initialised from ``seed``; only they train) or every weight trainable."""

@@ -326,9 +326,7 @@ def load_self_training(trainer: SelfTrainer, directory: Path) -> None:
 def starting_model(config: SelfTrainingConfig) -> Any:
     """The config's ``[model]``, loaded and made trainable (LoRA initialised from the
     SFT seed)."""
-    generator = config.model.load()
-    generator.model = config.model.trainable(generator.model, config.sft.seed)
-    return generator
+    return config.model.load_trainable(config.sft.seed)
 
 
 def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: Any = None) -> Any:
