@@ -108,10 +108,7 @@ def test_self_correction_and_self_consistency_match_the_plain_path() -> None:
             assert [s.text for s in plain.steps] == [s.text for s in reuse.steps]
 
 
-def test_sliding_window_layers_see_only_their_window() -> None:
-    """Gemma 3 mixes sliding-window and full layers; the column path applies the window
-    itself (by position), so its log-probs equal the plain path's on prompts longer
-    than the window."""
+def _gemma3_sliding() -> tuple[Any, Any]:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     tokenizer = byte_tokenizer(CHATML_TEMPLATE)
@@ -125,15 +122,57 @@ def test_sliding_window_layers_see_only_their_window() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Gemma3ForCausalLM(config).eval()
+    return model, tokenizer
+
+
+def test_sliding_window_layers_see_only_their_window() -> None:
+    """Gemma 3 mixes sliding-window and full layers; the column path applies the window
+    itself (by position), so its log-probs equal the plain path's on prompts longer
+    than the window."""
+    model, tokenizer = _gemma3_sliding()
+    window = model.config.sliding_window
     generators = [TransformersGenerator(model, tokenizer, settings=s) for s in (PLAIN, REUSE)]
     for step in range(3):
         chats = [[{"role": "user", "content": "hello there friend " * (k + 3 + step)}]
                  for k in range(3)]  # fmt: skip
         plain, reuse = (g.generate(chats, GenerationConfig(6, 1.0), [1, 2, 3]) for g in generators)
         for a, b in zip(plain, reuse, strict=True):
-            assert len(a.prompt_token_ids) > 3 * config.sliding_window
+            assert len(a.prompt_token_ids) > 3 * window
             assert a.token_ids == b.token_ids
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3-sliding"])
+def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_path(
+    family: str,
+) -> None:
+    """Answer forcing scores the legal labels right after the answer it completes: the
+    scores read from the kept prefix equal the packed path's (which prefills every
+    prompt), candidates of different lengths and an empty one included, while only the
+    prompts' last token and the candidates are prefilled."""
+    if family == "llama":
+        plain, reuse = tiny_generator(settings=PLAIN), tiny_generator(settings=REUSE)
+    else:
+        model, tokenizer = _gemma3_sliding()
+        plain, reuse = (TransformersGenerator(model, tokenizer, settings=s) for s in (PLAIN, REUSE))
+    chats = [[{"role": "user", "content": f"pick a colour, round {k} " * (k + 2)}]
+             for k in range(3)]  # fmt: skip
+    candidates = [["ACTION=red", "ACTION=blue", "", "ACTION=a much longer label"]] * 3
+    for generator in (plain, reuse):
+        generator.generate(chats, GenerationConfig(6, 1.0), [1, 2, 3])
+    before = reuse.counters["prefilled_tokens"]
+    expected, got = plain.score(chats, candidates), reuse.score(chats, candidates)
+    prefilled = reuse.counters["prefilled_tokens"] - before
+    assert len(got) == 3 and all(row[2] == 0.0 for row in got)
+    for a, b in zip(expected, got, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4, (a, b)
+    assert max(len(reuse.encode_chat(chat)) for chat in chats) > 16  # past Gemma's window
+    candidate_tokens = sum(len(reuse.continuation_ids(chats[0], c)) for c in candidates[0])
+    assert prefilled == 3 * (1 + candidate_tokens)
+    # a prompt that shares only the template's first tokens with the pool
+    fresh = [[{"role": "user", "content": "a prompt nobody generated from"}]]
+    (a,), (b,) = reuse.score(fresh, [["ACTION=red"]]), plain.score(fresh, [["ACTION=red"]])
+    assert abs(a[0] - b[0]) < 1e-4
 
 
 def test_settings_are_checked() -> None:

@@ -559,6 +559,11 @@ class TransformersGenerator:
 
     # ------------------------------------------------------------------ score
 
+    def continuation_ids(self, chat: Chat, text: str) -> list[int]:
+        """Tokens of ``text`` as the start of the assistant's reply to ``chat``: the
+        tokens :meth:`score` gives its log-probability over."""
+        return self._continuation_ids(self.render(chat), self.encode_chat(chat), text)
+
     def _continuation_ids(self, prompt_text: str, prompt_ids: list[int], text: str) -> list[int]:
         """Tokens of ``text`` as the model would see them after the prompt.
 
@@ -598,6 +603,8 @@ class TransformersGenerator:
             for i, texts in enumerate(continuations)
         ]
         scores = [[0.0] * len(texts) for texts in continuations]
+        if self._score_from_pool(prompt_ids, candidate_ids, scores):
+            return scores
         limit = self.settings.score_batch_size
         # A unit is one prompt with up to `limit` of its candidates; a batch is units
         # whose candidates add up to at most `limit` sequences.
@@ -629,6 +636,120 @@ class TransformersGenerator:
             logits_to_keep=1,
         )
         return out, mask, positions
+
+    def _score_from_pool(
+        self,
+        prompt_ids: list[list[int]],
+        candidate_ids: list[list[list[int]]],
+        scores: list[list[float]],
+    ) -> bool:
+        """Score the candidates on the prompts' prefixes kept by the last generate call
+        (answer forcing scores right after the answer it completes): only what the pool
+        lacks is prefilled. False (nothing done) when prefix reuse is off or no prompt
+        finds a kept prefix; the packed path then scores from scratch.
+
+        Layout: one row per prompt in a column cache (kv_reuse.py): the reused prefix
+        ends at column P, then, left-padded within W, the prompt's unmatched tokens and
+        its candidates one after another. A candidate's tokens see the prompt and
+        themselves, never another candidate: the branches of :meth:`score`'s packing.
+        Chunks of at most ``score_batch_size`` candidate sequences.
+        """
+        if not (self.settings.static_cache and self.settings.prefix_reuse and self._maskable()):
+            return False
+        self.prefix_pool.check_model(self.model)
+        arrays = [np.asarray(ids, dtype=np.int64) for ids in prompt_ids]
+        matches = [self.prefix_pool.match(ids) for ids in arrays]
+        if not any(length > 0 for _, length in matches):
+            return False
+        rows = [i for i, ids in enumerate(candidate_ids) if any(ids)]
+        chunk: list[int] = []
+        for i in rows:
+            count = sum(1 for c in candidate_ids[i] if c)
+            if chunk and sum(sum(1 for c in candidate_ids[j] if c) for j in chunk) + count > (
+                self.settings.score_batch_size
+            ):
+                self._score_columns(chunk, arrays, matches, candidate_ids, scores)
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            self._score_columns(chunk, arrays, matches, candidate_ids, scores)
+        return True
+
+    def _score_columns(
+        self,
+        chunk: list[int],
+        arrays: list[np.ndarray],
+        matches: list[tuple[CachedPrefix | None, int]],
+        candidate_ids: list[list[list[int]]],
+        scores: list[list[float]],
+    ) -> None:
+        """One forward pass over the prompts ``chunk`` (see :meth:`_score_from_pool`)."""
+        device = self.device
+        chunk_matches = self._share_common_prefix([arrays[i] for i in chunk],
+                                                  [matches[i] for i in chunk])  # fmt: skip
+        reused = [length for _, length in chunk_matches]
+        news, branch_of = [], []  # per row: new tokens, and the branch of each (-1: prompt)
+        for i, r in zip(chunk, reused, strict=True):
+            tokens, branch = list(arrays[i][r:]), [-1] * (len(arrays[i]) - r)
+            for k, ids in enumerate(candidate_ids[i]):
+                tokens += ids
+                branch += [k] * len(ids)
+            news.append(tokens)
+            branch_of.append(branch)
+        n, prefix, window = len(chunk), max(reused), max(len(t) for t in news)
+        self.counters["prefilled_tokens"] += sum(len(t) for t in news)
+        end = prefix + window
+        cache = ColumnCache(self.model, n, end)
+        valid = torch.zeros((n, end), dtype=torch.bool, device=device)
+        positions = torch.zeros((n, end), dtype=torch.long, device=device)
+        branches = torch.full((n, end), -1, dtype=torch.long, device=device)
+        input_ids = torch.full((n, window), self.pad_token_id, dtype=torch.long, device=device)
+        for row, (i, r, new) in enumerate(zip(chunk, reused, news, strict=True)):
+            start = end - len(new)
+            valid[row, prefix - r : prefix] = True
+            positions[row, prefix - r : prefix] = torch.arange(r, device=device)
+            valid[row, start:end] = True
+            branches[row, start:end] = torch.tensor(branch_of[row], device=device)
+            prompt_length = len(arrays[i])
+            column = start + prompt_length - r
+            positions[row, start:column] = torch.arange(r, prompt_length, device=device)
+            for ids in candidate_ids[i]:
+                positions[row, column : column + len(ids)] = torch.arange(
+                    prompt_length, prompt_length + len(ids), device=device
+                )
+                column += len(ids)
+            input_ids[row, window - len(new) :] = torch.tensor(new, dtype=torch.long)
+        self._gather_prefixes(cache, chunk_matches, prefix)
+        columns = torch.arange(end, device=device)
+        query = branches[:, prefix:, None]
+        key = branches[:, None, :]
+        allowed = (
+            valid[:, None, :]
+            & (columns[None, None, :] <= columns[None, prefix:, None])
+            & ((key == -1) | (key == query))
+        )
+        cache.cursor.column = prefix
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=model_attention_mask(
+                self.model, allowed, positions[:, prefix:], positions
+            ),
+            position_ids=positions[:, prefix:],
+            **self._with_cache(cache),
+            use_cache=True,
+        ).logits.float()  # (n, window, vocab)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for row, (i, r, new) in enumerate(zip(chunk, reused, news, strict=True)):
+            start = window - len(new)
+            last_prompt = start + len(arrays[i]) - r - 1  # predicts each candidate's first token
+            column = last_prompt + 1
+            for k, ids in enumerate(candidate_ids[i]):
+                if not ids:
+                    continue
+                sources = [last_prompt] + list(range(column, column + len(ids) - 1))
+                picked = logprobs[row, sources, torch.tensor(ids, device=device)]
+                scores[i][k] = float(picked.sum())
+                column += len(ids)
 
     def _score_batch(
         self,
