@@ -400,7 +400,8 @@ def _training_settings_epilog() -> str:
         "[env] table of every method (EnvSettings):",
         settings_help_text(EnvSettings),
         "[agent] table of every method (LLMAgentSettings; try_all, epsilon, self_consistency, "
-        "self_correction, return_token and answer_forcing are not trainable yet):",
+        "self_correction and return_token are not trainable yet; answer_forcing trains with "
+        "PPO only):",
         settings_help_text(LLMAgentSettings),
     ]
     return "\n\n".join(parts)

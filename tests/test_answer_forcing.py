@@ -7,9 +7,11 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from agentbench.agent.context import build_context
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings, forced_text
@@ -20,6 +22,10 @@ from agentbench.models.http_backend import OpenAICompatibleGenerator, OpenAIComp
 from agentbench.models.interface import Chat, Generation, GenerationConfig
 from agentbench.models.tiny import tiny_generator
 from agentbench.records import Episode
+from agentbench.rlft import PPOConfig
+from agentbench.rlft.collection import played_with_tokens
+from agentbench.rlft.config import EnvSettings, ModelSettings
+from agentbench.rlft.ppo import PPOTrainer
 from agentbench.rollout import play
 from agentbench.tables import comparison_tables
 
@@ -175,3 +181,109 @@ def test_a_backend_that_cannot_score_is_a_clear_error() -> None:
     agent = LLMAgent(Answering(), LLMAgentSettings(answer_forcing=True))
     with pytest.raises(ConfigError, match="answer forcing scores the legal labels"):
         play(agent, BANDIT, [0])
+
+
+# ---------------------------------------------------------------- training on forced answers
+
+
+def test_a_forced_steps_tokens_mark_the_action_prefix_as_template() -> None:
+    """PPO trains a forced answer as scored: the model's text, then ``ACTION=`` and the
+    chosen label; the prefix between them is template, the rest the policy's."""
+    generator = tiny_generator(seed=0)
+    agent = LLMAgent(generator, LLMAgentSettings(cot=False, answer_forcing=True, temperature=1.0))
+    (played,) = played_with_tokens(agent, BANDIT, [0], num_envs=1, env_kwargs={"horizon": 4})
+    forced = [(s, t) for s, t in zip(played.episode.steps, played.steps, strict=True) if s.forced]
+    assert forced, "a random tiny model should not write ACTION=<colour> by itself"
+    decode = generator.tokenizer.decode
+    for step, tokens in forced:
+        chat = tokens.extras["prompt"]
+        generated = tokens.extras["generation"].text
+        assert tokens.prompt_ids == generator.encode_chat(chat)
+        assert tokens.completion_ids == generator.continuation_ids(chat, step.text)
+        assert step.text == forced_text(generated, step.label)
+        trained = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True) if keep]
+        template = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True)
+                    if not keep]  # fmt: skip
+        assert decode(template) == "\nACTION="
+        assert decode(trained) == generated.rstrip() + step.label
+
+
+def _gradients_of_first_step(trainer: PPOTrainer) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The batch of one update and the gradients its first optimizer step applies."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(optimizer: Any, args: Any, kwargs: Any) -> None:
+        if not captured:
+            for name, parameter in trainer.model.named_parameters():
+                if parameter.grad is not None:
+                    captured[name] = parameter.grad.detach().clone()
+
+    trainer.optimizer.register_step_pre_hook(capture)
+    batch = trainer.collect(0)
+    rewards = trainer.step_rewards(batch)
+    orders = [trainer.epoch_order(batch)]
+    scores = trainer.score_batch(batch, orders[0])
+    advantages = trainer.compute_advantages(batch, rewards, scores.values)
+    trainer.update_policy(batch, scores, advantages, orders)
+    return (batch, advantages), captured
+
+
+def test_ppo_gradient_on_forced_answers_comes_from_the_policys_own_tokens(tmp_path) -> None:
+    """At the first optimizer step the ratio is 1 and the KL to the reference has zero
+    gradient, so the PPO loss's gradient is -(1/N) sum_t A_t grad log p(token_t) over
+    the policy's tokens only (N of them): the ``ACTION=`` prefix answer forcing wrote
+    contributes nothing. Checked against that sum computed by hand."""
+    config = PPOConfig(
+        env=EnvSettings(BANDIT, {"horizon": 3}),
+        num_envs=2,
+        episodes_per_update=2,
+        total_updates=1,
+        num_minibatches=1,
+        packed=False,
+        micro_batch_size=8,
+        normalize_advantages=False,
+        max_grad_norm=1e9,
+        warmup_steps=0,
+        agent=LLMAgentSettings(cot=False, answer_forcing=True),
+        model=ModelSettings(use_lora=False),
+        eval_every=0,
+        checkpoint_every=0,
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    (batch, advantages), applied = _gradients_of_first_step(trainer)
+    samples = batch.samples
+    assert any(s.trained is not None and not all(s.trained) for s in samples)
+
+    expected = tiny_generator(seed=0)
+    expected.model.load_state_dict(start)
+    expected.model.train()
+    rows = expected.sequence_logprobs([s.prompt_ids for s in samples],
+                                      [s.completion_ids for s in samples])  # fmt: skip
+    weights = [torch.tensor(s.token_weights()) for s in samples]
+    n_tokens = sum(s.trained_tokens for s in samples)
+    loss = (
+        -sum(
+            float(a) * (row * w).sum()
+            for a, row, w in zip(advantages.advantages, rows, weights, strict=True)
+        )
+        / n_tokens
+    )
+    loss.backward(retain_graph=True)
+    wanted = {n: p.grad for n, p in expected.model.named_parameters() if p.grad is not None}
+    assert set(wanted) == set(applied)
+    for name, gradient in wanted.items():
+        torch.testing.assert_close(applied[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+    # ... and the hand-made sum over every token (template included) is a different one
+    everything = -sum(
+        float(a) * row.sum() for a, row in zip(advantages.advantages, rows, strict=True)
+    )
+    expected.model.zero_grad()
+    (everything / sum(len(s.completion_ids) for s in samples)).backward()
+    assert any(
+        not torch.allclose(applied[n], p.grad, rtol=1e-3, atol=1e-6)
+        for n, p in expected.model.named_parameters()
+        if p.grad is not None
+    )

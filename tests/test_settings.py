@@ -108,9 +108,12 @@ def test_training_configs_point_moved_and_untrainable_agent_settings_out():
         ppo_config_from_dict({"agent": "llm"})
     with pytest.raises(ConfigError, match=r"unknown \[agent\] settings \['cott'\]"):
         ppo_config_from_dict({"agent": {"cott": False}})
-    for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4},
-                      {"answer_forcing": True}):  # fmt: skip
-        with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):
+    for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4}):
+        with pytest.raises(ConfigError, match="is not supported in this trainer"):
             ppo_config_from_dict({"agent": mechanism})
-        with pytest.raises(ConfigError, match="is not supported in RL fine-tuning"):
+        with pytest.raises(ConfigError, match="is not supported in this trainer"):
             config_from_dict(ReturnConditionedConfig, {"agent": mechanism}, "RC")
+    # PPO masks a forced answer's template prefix; the self-trainers refuse forcing
+    assert ppo_config_from_dict({"agent": {"answer_forcing": True}}).agent.answer_forcing
+    with pytest.raises(ConfigError, match=r"answer_forcing .*\(PPO trains forced answers\)"):
+        config_from_dict(ReturnConditionedConfig, {"agent": {"answer_forcing": True}}, "RC")

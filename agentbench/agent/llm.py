@@ -311,8 +311,16 @@ class LLMAgent:
 
 def forced_text(text: str, label: str) -> str:
     """The model's answer with the answer prefix and ``label`` appended (answer forcing)."""
+    return forced_prefix(text) + label
+
+
+def forced_prefix(text: str) -> str:
+    """The model's answer up to where answer forcing writes the label: the answer
+    (trailing whitespace dropped), a newline and ``ACTION=`` (just ``ACTION=`` after
+    an empty answer). The text between the answer and the label is template."""
     body = text.rstrip()
-    return f"{body}\n{format_action(label)}" if body else format_action(label)
+    prefix = format_action("").rstrip()
+    return f"{body}\n{prefix}" if body else prefix
 
 
 def _generated_text(decision: Decision) -> str:

@@ -38,6 +38,7 @@ class TokenStep:
     prompt_ids: list[int]  # the rendered context, as the generation saw it
     completion_ids: list[int]  # the generated tokens
     extras: dict[str, Any]  # the Decision's extras (e.g. the contexts under each return token)
+    trained: list[bool] | None = None  # per completion token: the policy's (None: all are)
 
 
 @dataclass
@@ -70,12 +71,16 @@ def played_with_tokens(
 ) -> list[PlayedEpisode]:
     """One episode per seed from the agent's stream ``sample``, each step with the token
     ids the model generated (an error for a step it did not write: RL fine-tuning
-    trains only on the model's own answers)."""
+    trains only on the model's own answers; a forced answer's prefix is marked
+    untrained, :func:`agentbench.rlft.policy.forced_tokens`)."""
     recorded: dict[tuple[int, int], TokenStep] = {}
+    generator = getattr(agent, "generator", None)
 
     def record(episode: Episode, step: Step, decision: Decision) -> None:
-        prompt, completion = generated_tokens(episode, step, decision)
-        recorded[(episode.seed, step.t)] = TokenStep(step.t, prompt, completion, decision.extras)
+        tokens = generated_tokens(episode, step, decision, generator)
+        recorded[(episode.seed, step.t)] = TokenStep(
+            step.t, tokens.prompt_ids, tokens.completion_ids, decision.extras, tokens.trained
+        )
 
     episodes = play(
         agent,
@@ -123,13 +128,15 @@ def evaluate_policy(
     return summarize(episodes), episodes
 
 
-OUTCOME_METRICS = ("return", "invalid_rate", "final_regret", "coverage", "win_rate")
+OUTCOME_METRICS = (
+    "return", "invalid_rate", "forced_rate", "final_regret", "coverage", "win_rate"
+)  # fmt: skip
 
 
 def outcome_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """From episodes' summary (metrics.summarize): the mean env return and invalid rate,
-    and, where the env has them, final regret and coverage (bandits) and the win rate
-    (tic-tac-toe)."""
+    """From episodes' summary (metrics.summarize): the mean env return and invalid rate
+    (and forced rate, for an agent with answer forcing), and, where the env has them,
+    final regret and coverage (bandits) and the win rate (tic-tac-toe)."""
     return {name: summary[name]["mean"] for name in OUTCOME_METRICS if name in summary}
 
 

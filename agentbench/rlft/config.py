@@ -323,7 +323,7 @@ class PPOConfig:
                 f"evaluation seeds [{self.eval_seed}, {eval_end}) overlap training seeds "
                 f"[{self.train_seed}, {train_end}); move eval_seed outside the training range"
             )
-        check_training_agent(self.agent)
+        check_training_agent(self.agent, forcing=True)
 
     def agent_settings(self, temperature: float = 1.0) -> LLMAgentSettings:
         """The LLM agent of rollouts (temperature 1.0, SPEC.md 2) or evaluation (0.0)."""
@@ -347,12 +347,13 @@ class PPOConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
 
-def check_training_agent(agent: LLMAgentSettings) -> None:
+def check_training_agent(agent: LLMAgentSettings, *, forcing: bool = False) -> None:
     """The agent mechanisms RL fine-tuning can train with: every step must be the
-    model's own generated answer. Template steps (try-all, epsilon-greedy), answers
-    assembled from several generations (self-consistency, self-correction) and forced
-    answers (whose label was scored, not sampled as generated tokens) carry no single
-    generated sequence to score, so they are refused with one clear error."""
+    model's own generated answer. Template steps (try-all, epsilon-greedy) and answers
+    assembled from several generations (self-consistency, self-correction) carry no
+    single generated sequence to score, so they are refused with one clear error.
+    Forced answers are the model's text plus its own choice of label after a template
+    ``ACTION=`` prefix; a trainer that masks the prefix (PPO) passes ``forcing=True``."""
     if not isinstance(agent, LLMAgentSettings):
         raise ConfigError(f"agent must be an [agent] table, got {agent!r}")
     unsupported = {
@@ -361,13 +362,14 @@ def check_training_agent(agent: LLMAgentSettings) -> None:
         "self_consistency": agent.self_consistency > 1,
         "self_correction": agent.self_correction,
         "return_token": agent.return_token is not None,
-        "answer_forcing": agent.answer_forcing,
+        "answer_forcing": agent.answer_forcing and not forcing,
     }
     named = [name for name, used in unsupported.items() if used]
     if named:
+        supported = " (PPO trains forced answers)" if named[0] == "answer_forcing" else ""
         raise ConfigError(
-            f"agent setting {named[0]} is not supported in RL fine-tuning: training needs "
-            "every step to be the model's own single generated answer"
+            f"agent setting {named[0]} is not supported in this trainer{supported}: training "
+            "needs every step to be the model's own single generated answer"
         )
 
 

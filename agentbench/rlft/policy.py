@@ -7,11 +7,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from agentbench.agent.interface import Decision
+from agentbench.agent.llm import forced_prefix
 from agentbench.records import Episode, Step
 
 
@@ -56,20 +58,61 @@ def add_lora(
         return get_peft_model(model, lora)
 
 
+@dataclass(frozen=True)
+class PolicyTokens:
+    """A step's answer as the trainers see it: the prompt, the answer's tokens, and which
+    of them the policy generated (None: all of them)."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    trained: list[bool] | None = None  # False for template tokens (answer forcing's prefix)
+
+
 def generated_tokens(
-    episode: Episode, step: Step, decision: Decision
-) -> tuple[list[int], list[int]]:
+    episode: Episode, step: Step, decision: Decision, generator: Any = None
+) -> PolicyTokens:
     """The prompt and generated token ids of a step's LLM answer (an ``on_decision``
     hook's arguments); an error for a step the model did not write itself (a
     template answer of try-all or epsilon-greedy), since RL fine-tuning trains only
-    on the model's own answers."""
+    on the model's own answers. A forced answer (see :func:`forced_tokens`) needs the
+    ``generator`` that scored it."""
     generation = decision.extras.get("generation")
     if generation is None or not generation.token_ids:
         raise RuntimeError(
             f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
             "RL fine-tuning trains only on the model's own answers"
         )
-    return list(generation.prompt_token_ids), list(generation.token_ids)
+    if decision.extras.get("forced"):
+        if generator is None:
+            raise RuntimeError(
+                f"step {step.t} of episode seed {episode.seed} is a forced answer; its "
+                "tokens need the generator that scored it"
+            )
+        return forced_tokens(generator, decision)
+    return PolicyTokens(list(generation.prompt_token_ids), list(generation.token_ids))
+
+
+def forced_tokens(generator: Any, decision: Decision) -> PolicyTokens:
+    """A forced answer's tokens, as answer forcing scored them: the model's text, the
+    ``ACTION=`` prefix and the chosen label, tokenized as one continuation of the prompt
+    (``generator.continuation_ids``). The text and the label are the policy's
+    (the label drawn from its own log-probabilities); the prefix between them is
+    template, marked untrained, so it carries no policy-gradient or KL term. A token
+    that straddles a boundary (a tokenizer merge) counts as template."""
+    chat = decision.extras["prompt"]
+    text = decision.extras["generation"].text
+    full = generator.continuation_ids(chat, decision.text)
+    body = _common_prefix(generator.continuation_ids(chat, text.rstrip()), full)
+    prefix = max(body, _common_prefix(generator.continuation_ids(chat, forced_prefix(text)), full))
+    trained = [i < body or i >= prefix for i in range(len(full))]
+    return PolicyTokens(generator.encode_chat(chat), full, trained)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, lr_min: float) -> float:

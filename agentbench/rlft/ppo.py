@@ -165,6 +165,19 @@ class StepSample:
     t: int  # 1-based step index in the episode
     prompt_ids: list[int]
     completion_ids: list[int]
+    trained: list[bool] | None = None  # per completion token: the policy's (None: all are)
+
+    @property
+    def trained_tokens(self) -> int:
+        """How many completion tokens carry the policy-gradient and KL terms."""
+        return len(self.completion_ids) if self.trained is None else sum(self.trained)
+
+    def token_weights(self) -> list[float]:
+        """1.0 for each of the policy's tokens, 0.0 for template tokens (a forced
+        answer's ``ACTION=`` prefix)."""
+        if self.trained is None:
+            return [1.0] * len(self.completion_ids)
+        return [1.0 if trained else 0.0 for trained in self.trained]
 
 
 @dataclass
@@ -387,7 +400,7 @@ class PPOTrainer:
         episodes = gather_episodes(self.parallel, [played.episode for played in local])
         mine = {played.seed: played for played in local}
         samples = [
-            StepSample(index, step.t, step.prompt_ids, step.completion_ids)
+            StepSample(index, step.t, step.prompt_ids, step.completion_ids, step.trained)
             for index, episode in enumerate(episodes)
             if episode.seed in mine
             for step in mine[episode.seed].steps
@@ -544,7 +557,7 @@ class PPOTrainer:
             for number, minibatch in enumerate(self._minibatches(batch, order)):
                 # Token and row counts over all processes: the loss is the global mean.
                 n_tokens, n_rows = self.parallel.sum(
-                    [sum(len(batch.samples[i].completion_ids) for i in minibatch), len(minibatch)]
+                    [sum(batch.samples[i].trained_tokens for i in minibatch), len(minibatch)]
                 )
                 step_advantages = self._minibatch_advantages(advantages.advantages, minibatch)
                 losses_finite = True
@@ -564,10 +577,15 @@ class PPOTrainer:
                         dtype=torch.float32,
                         device=device,
                     )
+                    weights = torch.tensor(
+                        [w for i in micro for w in batch.samples[i].token_weights()],
+                        dtype=torch.float32,
+                        device=device,
+                    )
                     token_losses, stats = ppo_token_losses(
                         new, old, ref, token_advantages, config.clip_eps, config.kl_beta
                     )
-                    loss = token_losses.sum() / n_tokens
+                    loss = (token_losses * weights).sum() / n_tokens
                     if self.value_head is not None:
                         features = hidden[-1].detach() if config.value_detach else hidden[-1]
                         predicted = self.value_head(
@@ -585,10 +603,10 @@ class PPOTrainer:
                         value_loss_sum += float(squared.detach())
                     loss.backward()
                     losses_finite = losses_finite and all_finite(loss)
-                    sums["policy_loss"] += float(stats["policy_loss"].sum())
-                    sums["kl"] += float(stats["kl"].sum())
-                    sums["clip_frac"] += float(stats["clipped"].sum())
-                    tokens_seen += int(new.numel())
+                    sums["policy_loss"] += float((stats["policy_loss"] * weights).sum())
+                    sums["kl"] += float((stats["kl"] * weights).sum())
+                    sums["clip_frac"] += float((stats["clipped"] * weights).sum())
+                    tokens_seen += int(weights.sum())
                     if epoch == 0 and number == 0:  # no optimizer step yet: ratio must be 1
                         ratio_start_error = max(
                             ratio_start_error, float(stats["ratio_error"].max())
@@ -711,11 +729,15 @@ class PPOTrainer:
         self, batch: RolloutBatch, rewards: Sequence[np.ndarray], scores: Scores
     ) -> dict[str, float]:
         """Training-rollout metrics: env reward, regret and coverage (bandits), invalid rate,
-        the training reward, and the policy's entropy estimate (mean -log p of sampled tokens)."""
+        the training reward, and the policy's entropy estimate (mean -log p of its sampled
+        tokens, template tokens left out)."""
         steps = [step for episode in batch.episodes for step in episode.steps]
         tokens = torch.cat(scores.old_logprobs)
+        weights = torch.tensor(
+            [w for sample in batch.samples for w in sample.token_weights()], dtype=tokens.dtype
+        )
         logprob_sum, n_tokens, n_samples = self.parallel.sum(
-            [float(tokens.sum()), tokens.numel(), len(batch.samples)]
+            [float((tokens.cpu() * weights).sum()), float(weights.sum()), len(batch.samples)]
         )
         return {
             **outcome_metrics(summarize(batch.episodes)),
