@@ -129,6 +129,44 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from agentbench.analysis.paired import METRIC_NAMES, comparisons_markdown, paired_comparisons
+    from agentbench.io import write_atomic
+    from agentbench.metrics import CONFIDENCE
+    from agentbench.records import read_episodes
+    from agentbench.suite import EPISODES_FILE
+
+    episodes = []
+    for source in args.sources:
+        path = Path(source)
+        path = path / EPISODES_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"{source} is neither a run directory nor an episodes .jsonl file")
+        episodes += read_episodes(path)
+    metrics = args.metrics or list(METRIC_NAMES)
+    comparisons = paired_comparisons(episodes, args.reference, metrics, CONFIDENCE)
+    if not comparisons:
+        agents = sorted({episode.agent for episode in episodes})
+        raise ConfigError(
+            f"no agent shares seeds with reference {args.reference!r} on any env; agents: "
+            + ", ".join(agents)
+        )
+    text = comparisons_markdown(comparisons, CONFIDENCE)
+    console.print(text, markup=False, highlight=False)
+    if args.out:
+        out = Path(args.out)
+        make_output_dir(out, "comparison directory")
+        write_atomic(out / "paired.md", text)
+        write_atomic(
+            out / "paired.json",
+            json.dumps([c.to_dict() for c in comparisons], indent=1, allow_nan=False),
+        )
+        console.print(f"comparison: {out / 'paired.md'} and {out / 'paired.json'}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from agentbench.io import read_toml
     from agentbench.rlft import PPOTrainer, ppo_config_from_dict
@@ -475,6 +513,24 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="report directory")
     report.add_argument("--title", help="report title")
     report.set_defaults(func=_cmd_report)
+
+    compare = sub.add_parser(
+        "compare",
+        help="each agent against a reference agent on the seeds both played: means, paired "
+        "differences and their confidence intervals",
+    )
+    compare.add_argument("sources", nargs="+", help="run directories or episodes .jsonl files")
+    compare.add_argument(
+        "--reference", required=True, help="the reference agent: its label or a unique part of it"
+    )
+    compare.add_argument(
+        "--metrics",
+        nargs="+",
+        help="metrics to compare (default: all that apply): final_regret coverage "
+        "greedy_fraction suffix_failure return win_rate invalid_rate forced_rate",
+    )
+    compare.add_argument("--out", help="directory to write paired.md and paired.json to")
+    compare.set_defaults(func=_cmd_compare)
 
     epilog = _training_settings_epilog() if command == "train" else None
     train = sub.add_parser("train", help="RL fine-tune an LLM agent: PPO, expert iteration or "

@@ -323,20 +323,27 @@ def k_minfrac(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Es
     return t_interval([episode_k_minfrac(ep) for ep in episodes], confidence)
 
 
-def invalid_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
-    """Mean per-episode share of steps whose answer named no legal action and the random
+def episode_invalid_share(episode: Episode) -> float:
+    """Share of the episode's steps whose answer named no legal action and the random
     fallback played (``valid`` false, not forced). Valid, forced and invalid steps
     partition every episode."""
-    return t_interval(
-        [_share(ep, lambda step: not step.valid and not step.forced) for ep in episodes],
-        confidence,
-    )
+    return _share(episode, lambda step: not step.valid and not step.forced)
+
+
+def episode_forced_share(episode: Episode) -> float:
+    """Share of the episode's steps whose action answer forcing chose (the answer named
+    no legal action; the model's scores over the legal labels picked one)."""
+    return _share(episode, lambda step: step.forced)
+
+
+def invalid_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean per-episode share of invalid steps (:func:`episode_invalid_share`)."""
+    return t_interval([episode_invalid_share(ep) for ep in episodes], confidence)
 
 
 def forced_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
-    """Mean per-episode share of steps whose action answer forcing chose (the answer
-    named no legal action; the model's scores over the legal labels picked one)."""
-    return t_interval([_share(ep, lambda step: step.forced) for ep in episodes], confidence)
+    """Mean per-episode share of forced steps (:func:`episode_forced_share`)."""
+    return t_interval([episode_forced_share(ep) for ep in episodes], confidence)
 
 
 def illegal_rate(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Estimate:
