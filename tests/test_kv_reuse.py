@@ -149,7 +149,7 @@ def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_pat
     """Answer forcing scores the legal labels right after the answer it completes: the
     scores read from the kept prefix equal the packed path's (which prefills every
     prompt), candidates of different lengths and an empty one included, while only the
-    prompts' last token and the candidates are prefilled."""
+    prompts' last token and the candidates are prefilled, their shared start once."""
     if family == "llama":
         plain, reuse = tiny_generator(settings=PLAIN), tiny_generator(settings=REUSE)
     else:
@@ -157,7 +157,9 @@ def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_pat
         plain, reuse = (TransformersGenerator(model, tokenizer, settings=s) for s in (PLAIN, REUSE))
     chats = [[{"role": "user", "content": f"pick a colour, round {k} " * (k + 2)}]
              for k in range(3)]  # fmt: skip
-    candidates = [["ACTION=red", "ACTION=blue", "", "ACTION=a much longer label"]] * 3
+    candidates = [
+        ["ACTION=red", "ACTION=blue", "", "ACTION=a much longer label", "ACTION=redder"]
+    ] * 3
     for generator in (plain, reuse):
         generator.generate(chats, GenerationConfig(6, 1.0), [1, 2, 3])
     before = reuse.counters["prefilled_tokens"]
@@ -167,8 +169,15 @@ def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_pat
     for a, b in zip(expected, got, strict=True):
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4, (a, b)
     assert max(len(reuse.encode_chat(chat)) for chat in chats) > 16  # past Gemma's window
-    candidate_tokens = sum(len(reuse.continuation_ids(chats[0], c)) for c in candidates[0])
-    assert prefilled == 3 * (1 + candidate_tokens)
+    # each prompt's last token, the tokens its candidates share ("ACTION=") once, and
+    # the rest of each candidate
+    ids = [reuse.continuation_ids(chats[0], c) for c in candidates[0] if c]
+    shared = min(
+        next((j for j, (t, u) in enumerate(zip(c, ids[0])) if t != u), min(len(c), len(ids[0])))
+        for c in ids
+    )
+    assert 0 < shared == len(reuse.continuation_ids(chats[0], "ACTION="))
+    assert prefilled == 3 * (1 + shared + sum(len(c) - shared for c in ids))
     # a prompt that shares only the template's first tokens with the pool
     fresh = [[{"role": "user", "content": "a prompt nobody generated from"}]]
     (a,), (b,) = reuse.score(fresh, [["ACTION=red"]]), plain.score(fresh, [["ACTION=red"]])

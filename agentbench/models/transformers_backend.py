@@ -683,42 +683,34 @@ class TransformersGenerator:
         candidate_ids: list[list[list[int]]],
         scores: list[list[float]],
     ) -> None:
-        """One forward pass over the prompts ``chunk`` (see :meth:`_score_from_pool`)."""
+        """One forward pass over the prompts ``chunk`` (see :meth:`_score_from_pool`).
+
+        The tokens a prompt's candidates all start with (answer forcing's candidates
+        share the model's text and ``ACTION=``) are run once, in the prompt's trunk;
+        only the rest of each candidate is a branch.
+        """
         device = self.device
         chunk_matches = self._share_common_prefix([arrays[i] for i in chunk],
                                                   [matches[i] for i in chunk])  # fmt: skip
         reused = [length for _, length in chunk_matches]
-        news, branch_of = [], []  # per row: new tokens, and the branch of each (-1: prompt)
-        for i, r in zip(chunk, reused, strict=True):
-            tokens, branch = list(arrays[i][r:]), [-1] * (len(arrays[i]) - r)
-            for k, ids in enumerate(candidate_ids[i]):
-                tokens += ids
-                branch += [k] * len(ids)
-            news.append(tokens)
-            branch_of.append(branch)
-        n, prefix, window = len(chunk), max(reused), max(len(t) for t in news)
-        self.counters["prefilled_tokens"] += sum(len(t) for t in news)
+        rows = [
+            _ScoreRow(arrays[i], r, candidate_ids[i]) for i, r in zip(chunk, reused, strict=True)
+        ]
+        n, prefix, window = len(chunk), max(reused), max(len(row.new) for row in rows)
+        self.counters["prefilled_tokens"] += sum(len(row.new) for row in rows)
         end = prefix + window
         cache = ColumnCache(self.model, n, end)
         valid = torch.zeros((n, end), dtype=torch.bool, device=device)
         positions = torch.zeros((n, end), dtype=torch.long, device=device)
         branches = torch.full((n, end), -1, dtype=torch.long, device=device)
         input_ids = torch.full((n, window), self.pad_token_id, dtype=torch.long, device=device)
-        for row, (i, r, new) in enumerate(zip(chunk, reused, news, strict=True)):
-            start = end - len(new)
-            valid[row, prefix - r : prefix] = True
-            positions[row, prefix - r : prefix] = torch.arange(r, device=device)
-            valid[row, start:end] = True
-            branches[row, start:end] = torch.tensor(branch_of[row], device=device)
-            prompt_length = len(arrays[i])
-            column = start + prompt_length - r
-            positions[row, start:column] = torch.arange(r, prompt_length, device=device)
-            for ids in candidate_ids[i]:
-                positions[row, column : column + len(ids)] = torch.arange(
-                    prompt_length, prompt_length + len(ids), device=device
-                )
-                column += len(ids)
-            input_ids[row, window - len(new) :] = torch.tensor(new, dtype=torch.long)
+        for k, (r, row) in enumerate(zip(reused, rows, strict=True)):
+            valid[k, prefix - r : prefix] = True
+            positions[k, prefix - r : prefix] = torch.arange(r, device=device)
+            valid[k, end - len(row.new) :] = True
+            branches[k, end - len(row.new) :] = torch.tensor(row.branch, device=device)
+            positions[k, end - len(row.new) :] = torch.tensor(row.positions, device=device)
+            input_ids[k, window - len(row.new) :] = torch.tensor(row.new, dtype=torch.long)
         self._gather_prefixes(cache, chunk_matches, prefix)
         columns = torch.arange(end, device=device)
         query = branches[:, prefix:, None]
@@ -739,17 +731,11 @@ class TransformersGenerator:
             use_cache=True,
         ).logits.float()  # (n, window, vocab)
         logprobs = torch.log_softmax(logits, dim=-1)
-        for row, (i, r, new) in enumerate(zip(chunk, reused, news, strict=True)):
-            start = window - len(new)
-            last_prompt = start + len(arrays[i]) - r - 1  # predicts each candidate's first token
-            column = last_prompt + 1
-            for k, ids in enumerate(candidate_ids[i]):
-                if not ids:
-                    continue
-                sources = [last_prompt] + list(range(column, column + len(ids) - 1))
-                picked = logprobs[row, sources, torch.tensor(ids, device=device)]
-                scores[i][k] = float(picked.sum())
-                column += len(ids)
+        for k, (i, row) in enumerate(zip(chunk, rows, strict=True)):
+            offset = window - len(row.new)  # the row's first new token's index in the window
+            for c, (sources, targets) in row.predictions(offset).items():
+                picked = logprobs[k, sources, torch.tensor(targets, device=device)]
+                scores[i][c] = float(picked.sum())
 
     def _score_batch(
         self,
@@ -938,3 +924,43 @@ class _Rows:
                 Generation(text, self.tokens[row], self.logprobs[row], prompt, self.finish[row])
             )
         return generations
+
+
+class _ScoreRow:
+    """One prompt's row of :meth:`TransformersGenerator._score_columns`: after the
+    ``reused`` tokens held in the cache, the trunk (the rest of the prompt and the
+    tokens every candidate starts with, branch -1), then each candidate's remaining
+    tokens as branch ``c``."""
+
+    def __init__(self, prompt: np.ndarray, reused: int, candidates: list[list[int]]) -> None:
+        self.candidates = candidates
+        filled = [ids for ids in candidates if ids]
+        shared = min(len(ids) for ids in filled)
+        for ids in filled[1:]:
+            shared = min(shared, common_prefix(np.asarray(filled[0]), np.asarray(ids)))
+        self.shared = shared
+        self.prompt_length = len(prompt)
+        self.new = [int(t) for t in prompt[reused:]] + list(filled[0][:shared])
+        self.branch = [-1] * len(self.new)
+        self.positions = list(range(reused, self.prompt_length + shared))
+        self.trunk = len(self.new)
+        self.starts: dict[int, int] = {}  # candidate -> its branch's first index in `new`
+        for c, ids in enumerate(candidates):
+            if ids:
+                self.starts[c] = len(self.new)
+                rest = ids[shared:]
+                self.new += rest
+                self.branch += [c] * len(rest)
+                self.positions += range(self.prompt_length + shared, self.prompt_length + len(ids))
+
+    def predictions(self, offset: int) -> dict[int, tuple[list[int], list[int]]]:
+        """For each non-empty candidate: the window indices whose logits predict its
+        tokens, and the tokens (the row starts at window index ``offset``)."""
+        first_shared = offset + self.trunk - self.shared - 1  # the prompt's last token
+        result = {}
+        for c, start in self.starts.items():
+            ids = self.candidates[c]
+            sources = [first_shared + j for j in range(min(self.shared + 1, len(ids)))]
+            sources += [offset + start + j for j in range(len(ids) - self.shared - 1)]
+            result[c] = (sources, list(ids))
+        return result

@@ -348,18 +348,25 @@ class PPOTrainer:
         while self.update < config.total_updates:
             started = time.perf_counter()
             batch = self.collect(self.update)  # 1. collect
+            collected = time.perf_counter()
             rewards = self.step_rewards(batch)  # 2. rewards
             orders = [self.epoch_order(batch) for _ in range(config.update_epochs)]
             self.update_value_statistics(rewards)
             scores = self.score_batch(batch, orders[0])  # 3. old / reference log-probs, values
+            scored = time.perf_counter()
             advantages = self.compute_advantages(batch, rewards, scores.values)  # 4. advantages
             stats = self.update_policy(batch, scores, advantages, orders)  # 5. update
             self.update += 1
+            finished = time.perf_counter()
             record = {
                 "update": self.update,
                 **self.rollout_metrics(batch, rewards, scores),
                 **stats,
-                "seconds": time.perf_counter() - started,
+                "seconds": finished - started,
+                # where the time went: playing, old/reference log-probs, training passes
+                "seconds_collect": collected - started,
+                "seconds_score": scored - collected,
+                "seconds_train": finished - scored,
             }
             last = self.update == config.total_updates
             if config.eval_every > 0 and (self.update % config.eval_every == 0 or last):
