@@ -189,7 +189,10 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         trainer = PPOTrainer(config)
     started = time.perf_counter()
     records = trainer.train()
-    summary, _ = trainer.evaluate()
+    if trainer.last_evaluation is not None and trainer.last_evaluation[0] == trainer.update:
+        summary = trainer.last_evaluation[1]  # the run evaluated its last update already
+    else:
+        summary, _ = trainer.evaluate()
     if not trainer.parallel.is_main:
         return 0  # under accelerate launch, one process reports and exports
     _print_evaluation(
@@ -258,7 +261,7 @@ def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> 
     table = Table(title=title)
     for column in ("metric", "mean", "95% CI"):
         table.add_column(column)
-    for name in ("return", "final_regret", "invalid_rate", "coverage", "win_rate"):
+    for name in ("return", "final_regret", "invalid_rate", "forced_rate", "coverage", "win_rate"):
         if isinstance(summary.get(name), dict):
             estimate = summary[name]
             interval = (f"[{estimate['low']:.3f}, {estimate['high']:.3f}]"

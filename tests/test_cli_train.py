@@ -56,10 +56,36 @@ def test_train_command_runs_evaluates_and_resumes(tmp_path: Path, monkeypatch, c
     assert "totally_unknown_key" in capsys.readouterr().err
 
 
+def test_a_run_that_evaluated_its_last_update_is_not_evaluated_again(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from agentbench.rlft import PPOTrainer
+
+    monkeypatch.setattr(catalog, "resolve_model", lambda name, **kw: tiny_generator(seed=1))
+    calls = []
+    evaluate = PPOTrainer.evaluate
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.update)
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(PPOTrainer, "evaluate", counted)
+    config = tmp_path / "ppo.toml"
+    text = CONFIG.format(updates=2, out=tmp_path / "ppo").replace(
+        "eval_every = 0", "eval_every = 2"
+    )
+    config.write_text(text)
+    assert main(["train", str(config)]) == 0
+    assert calls == [0, 2]  # before training and after the last update: printed, not redone
+    printed = capsys.readouterr().out
+    assert "held-out evaluation after 2 updates" in printed
+
+
 def test_the_example_configs_are_valid() -> None:
     from agentbench.rlft import load_ppo_config
 
-    examples = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    configs = Path(__file__).parents[1] / "configs"
+    examples = sorted([*configs.glob("*.toml"), *(configs / "rlft").glob("*.toml")])
     assert examples
     for path in examples:
         config = load_ppo_config(path)

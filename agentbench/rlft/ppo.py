@@ -278,6 +278,8 @@ class PPOTrainer:
         self.rng = np.random.default_rng([config.seed, 1, rank])  # minibatch order
         dropout_seed = np.random.SeedSequence([config.seed, 2, rank]).generate_state(1)[0]
         self.dropout_rng = torch.Generator().manual_seed(int(dropout_seed))  # dropout masks
+        # (update, summary) of the latest held-out evaluation (None before the first)
+        self.last_evaluation: tuple[int, dict[str, Any]] | None = None
         self.update = 0  # updates completed
         self.output_dir = Path(config.output_dir)
         self._tensorboard: Any = None  # SummaryWriter, opened by train() on the main process
@@ -774,6 +776,7 @@ class PPOTrainer:
 
     def _evaluate_and_save(self) -> dict[str, float]:
         summary, episodes = self.evaluate()
+        self.last_evaluation = (self.update, summary)
         if self.parallel.is_main:
             path = self.output_dir / EVAL_DIR / f"{ckpt.checkpoint_name(self.update)}.jsonl"
             path.unlink(missing_ok=True)  # a resumed run replays this evaluation
