@@ -12,7 +12,7 @@ from agentbench.analysis.paired import paired_comparisons
 from agentbench.baselines import make_agent
 from agentbench.cli import main
 from agentbench.errors import ConfigError
-from agentbench.metrics import episode_coverage, episode_cumulative_regret
+from agentbench.metrics import episode_coverage, episode_cumulative_regret, episode_suffix_failure
 from agentbench.records import EpisodeWriter
 from agentbench.rollout import play
 
@@ -88,3 +88,15 @@ def test_compare_from_the_command_line(tmp_path: Path, capsys) -> None:
     assert row["metric"] == "final_regret" and row["difference"]["n"] == 6
     assert main(["compare", str(run), "--reference", "thompson"]) == 2
     assert "no agent shares seeds with reference 'thompson'" in capsys.readouterr().err
+
+
+def test_zero_one_metrics_get_wilson_intervals_and_differences_t_intervals() -> None:
+    from agentbench.metrics import t_interval, wilson_interval
+
+    ucb, greedy, _ = _episodes()
+    (failure,) = paired_comparisons([*ucb, *greedy], "ucb", ["suffix_failure"])
+    mine = [episode_suffix_failure(ep) for ep in greedy if ep.seed < 8]
+    theirs = [episode_suffix_failure(ep) for ep in ucb if ep.seed >= 2]
+    assert failure.agent_value == wilson_interval(int(sum(mine)), 6)
+    assert failure.reference_value == wilson_interval(int(sum(theirs)), 6)
+    assert failure.difference == t_interval(np.subtract(mine, theirs))

@@ -4,8 +4,9 @@ Before/after questions ("did RL fine-tuning lower regret?") are answered on the
 same held-out seeds: the seeds fix the bandit's arms and reward draws, so the
 per-seed difference removes the seed-to-seed spread that two unpaired means keep.
 For every env, every agent that shares seeds with the reference gets, per metric,
-its mean, the reference's mean on the same seeds and the mean paired difference
-(agent minus reference), each with a Student t interval.
+its mean, the reference's mean on the same seeds (Student t intervals; Wilson
+intervals for 0/1 metrics: suffix failure, wins) and the mean paired difference
+(agent minus reference) with a Student t interval.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agentbench.metrics import (
     episode_suffix_failure,
     group_episodes,
     t_interval,
+    wilson_interval,
 )
 from agentbench.records import Episode
 
@@ -39,6 +41,7 @@ class EpisodeMetric:
     name: str
     value: Callable[[Episode], float]
     applies: Callable[[Episode], bool]
+    binary: bool = False  # 0/1 per episode: means get a Wilson interval
 
 
 def _bandit(episode: Episode) -> bool:
@@ -57,9 +60,11 @@ EPISODE_METRICS = (
     EpisodeMetric("final_regret", lambda ep: float(episode_cumulative_regret(ep)[-1]), _has_regret),
     EpisodeMetric("coverage", lambda ep: float(episode_coverage(ep)[-1]), _bandit),
     EpisodeMetric("greedy_fraction", episode_greedy_fraction, _bandit),
-    EpisodeMetric("suffix_failure", episode_suffix_failure, _bandit),
+    EpisodeMetric("suffix_failure", episode_suffix_failure, _bandit, binary=True),
     EpisodeMetric("return", lambda ep: float(ep.total_reward), _always),
-    EpisodeMetric("win_rate", lambda ep: float(ep.outcome == "win"), lambda ep: bool(ep.outcome)),
+    EpisodeMetric(
+        "win_rate", lambda ep: float(ep.outcome == "win"), lambda ep: bool(ep.outcome), binary=True
+    ),
     EpisodeMetric("invalid_rate", episode_invalid_share, _always),
     EpisodeMetric("forced_rate", episode_forced_share, _always),
 )
@@ -147,12 +152,19 @@ def paired_comparisons(
                         agent,
                         base,
                         metric.name,
-                        t_interval(a, confidence),
-                        t_interval(b, confidence),
+                        _mean_interval(a, metric.binary, confidence),
+                        _mean_interval(b, metric.binary, confidence),
                         t_interval(a - b, confidence),
                     )
                 )
     return results
+
+
+def _mean_interval(values: np.ndarray, binary: bool, confidence: float) -> Estimate:
+    """A t interval, or a Wilson interval for 0/1 values (sound near 0 and 1)."""
+    if binary:
+        return wilson_interval(int(values.sum()), len(values), confidence)
+    return t_interval(values, confidence)
 
 
 def _estimate_text(estimate: Estimate) -> str:
