@@ -178,10 +178,12 @@ def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_pat
     )
     assert 0 < shared == len(reuse.continuation_ids(chats[0], "ACTION="))
     assert prefilled == 3 * (1 + shared + sum(len(c) - shared for c in ids))
-    # a prompt that shares only the template's first tokens with the pool
-    fresh = [[{"role": "user", "content": "a prompt nobody generated from"}]]
-    (a,), (b,) = reuse.score(fresh, [["ACTION=red"]]), plain.score(fresh, [["ACTION=red"]])
-    assert abs(a[0] - b[0]) < 1e-4
+    # with a prompt that shares only the template's first tokens with the pool: its
+    # whole prompt is prefilled in the same pass, the logits kept only where scored
+    mixed = [chats[1], [{"role": "user", "content": "a prompt nobody generated from"}]]
+    pairs = [["ACTION=red", "ACTION=blue"], ["ACTION=a much longer label", "ACTION=red"]]
+    for a, b in zip(reuse.score(mixed, pairs), plain.score(mixed, pairs), strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4, (a, b)
 
 
 def test_settings_are_checked() -> None:

@@ -721,6 +721,9 @@ class TransformersGenerator:
             & ((key == -1) | (key == query))
         )
         cache.cursor.column = prefix
+        # Logits only where a candidate token is predicted: the rows end together, so
+        # that is the last `keep` columns (from the earliest prompt-last-token on).
+        keep = max(row.scored for row in rows)
         logits = self.model(
             input_ids=input_ids,
             attention_mask=model_attention_mask(
@@ -729,10 +732,12 @@ class TransformersGenerator:
             position_ids=positions[:, prefix:],
             **self._with_cache(cache),
             use_cache=True,
-        ).logits.float()  # (n, window, vocab)
+            logits_to_keep=keep,
+        ).logits.float()  # (n, keep, vocab)
         logprobs = torch.log_softmax(logits, dim=-1)
         for k, (i, row) in enumerate(zip(chunk, rows, strict=True)):
-            offset = window - len(row.new)  # the row's first new token's index in the window
+            # the row's first new token, counted from the first kept column
+            offset = keep - len(row.new)
             for c, (sources, targets) in row.predictions(offset).items():
                 picked = logprobs[k, sources, torch.tensor(targets, device=device)]
                 scores[i][c] = float(picked.sum())
@@ -953,9 +958,16 @@ class _ScoreRow:
                 self.branch += [c] * len(rest)
                 self.positions += range(self.prompt_length + shared, self.prompt_length + len(ids))
 
+    @property
+    def scored(self) -> int:
+        """How many of the row's last tokens need logits: from the prompt's last token
+        (it predicts the first candidate token) to the end."""
+        return len(self.new) - (self.trunk - self.shared - 1)
+
     def predictions(self, offset: int) -> dict[int, tuple[list[int], list[int]]]:
-        """For each non-empty candidate: the window indices whose logits predict its
-        tokens, and the tokens (the row starts at window index ``offset``)."""
+        """For each non-empty candidate: the indices of the logits that predict its
+        tokens, and the tokens (index ``offset`` is the row's first new token; it may
+        be negative, where the logits start within the row)."""
         first_shared = offset + self.trunk - self.shared - 1  # the prompt's last token
         result = {}
         for c, start in self.starts.items():
