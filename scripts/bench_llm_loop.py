@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from agentbench.agent.context import ContextSettings, build_context
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.agent.llm import LLMAgent, LLMAgentSettings, forced_text
 from agentbench.envs import make, text_env
 from agentbench.models.catalog import resolve_model
 from agentbench.models.interface import Chat, Generation, GenerationConfig
@@ -199,6 +199,44 @@ def rollout_figures(old: TransformersGenerator, new: TransformersGenerator, args
     report("prefill_tokens_per_step_ratio", prefilled_last / new_tokens_per_step(recorder.prompts))
 
 
+def forcing_figures(old: TransformersGenerator, new: TransformersGenerator, args: Any) -> None:
+    """Answer forcing's scoring pass at step 41: every legal label after each row's own
+    answer, scored right after the generate call that wrote the answers. Old: the
+    packed path prefills each prompt; new: the prompts come from the kept prefixes and
+    the candidates' shared start (the answer and ``ACTION=``) is run once."""
+    histories = random_histories(args.episodes)
+    chats = step_chats(histories, 41, ContextSettings(cot=False, history_length=50))
+    labels = text_env(make(ENV_ID)).action_labels()
+    seeds = list(range(len(chats)))
+    new.clear_prefix_cache()
+    answers = new.generate(chats, GenerationConfig(max_new_tokens=16, temperature=1.0), seeds)
+    candidates = [[forced_text(a.text, label) for label in labels] for a in answers]
+    before = new.counters["prefilled_tokens"]
+    scores: dict[str, Any] = {}
+
+    def score(name: str, generator: TransformersGenerator) -> Callable[[], Any]:
+        def run() -> Any:
+            scores[name] = generator.score(chats, candidates)
+
+        return run
+
+    old_s, new_s = interleaved(args.rounds, score("old", old), score("new", new))
+    prefilled = (new.counters["prefilled_tokens"] - before) / args.rounds
+    full = sum(len(new.encode_chat(c)) + sum(len(new.continuation_ids(c, t)) for t in texts)
+               for c, texts in zip(chats, candidates, strict=True))  # fmt: skip
+    report("forced_score_rows", len(chats))
+    report("forced_score_old_s", old_s)
+    report("forced_score_new_s", new_s)
+    report("forced_score_speedup", old_s / new_s)
+    report("forced_score_prefilled_ratio", prefilled / full)
+    gap = max(abs(x - y) for a, b in zip(scores["old"], scores["new"], strict=True)
+              for x, y in zip(a, b, strict=True))  # fmt: skip
+    report("forced_score_max_abs_difference", gap)
+    same = sum(int(np.argmax(a) == np.argmax(b)) for a, b in zip(scores["old"], scores["new"],
+                                                                 strict=True))  # fmt: skip
+    report("forced_score_same_argmax", f"{same}/{len(chats)}")
+
+
 def decode_figures(old: TransformersGenerator, columns: TransformersGenerator,
                    args: Any, peak: float) -> None:  # fmt: skip
     histories = random_histories(args.decode_rows)
@@ -240,7 +278,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--parts", default="rollout,decode,training,memory",
-                        help="comma-separated: rollout, decode, training, memory")  # fmt: skip
+                        help="comma-separated: rollout, decode, training, memory, forcing "
+                        "(forcing is not in the default)")  # fmt: skip
     parser.add_argument("--train-episodes", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--rss-child", choices=("lora", "full"), help=argparse.SUPPRESS)
@@ -271,6 +310,9 @@ def main() -> None:
     parts = args.parts.split(",")
     if "rollout" in parts:
         rollout_figures(old, new, args)
+        new.clear_prefix_cache()
+    if "forcing" in parts:
+        forcing_figures(old, new, args)
         new.clear_prefix_cache()
     if "decode" in parts:
         decode_figures(old, columns, args, peak)
