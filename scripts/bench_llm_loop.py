@@ -20,6 +20,9 @@ where the name says otherwise. Issue 11's targets are printed next to them.
   1-token one) of the plain cache vs the preallocated column cache.
 - ``decode_mfu`` / ``prefill_mfu``: achieved matmul FLOP/s of the new decode and
   of a full prefill, as a fraction of a bf16 matmul measured in the same run.
+- ``forced_score_speedup`` (``--parts forcing``, not in the default parts): answer
+  forcing's scoring pass over every label at step 41, packed prefill vs the kept
+  prefixes; see :func:`forcing_figures`.
 - ``packed_logprob_speedup``: see :func:`training_figures`.
 - ``lora_update_peak_rss_ratio``: see :func:`memory_figures`.
 """
