@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from agentbench.agent.llm import LLMAgent, LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.interface import GenerationConfig
+from agentbench.models.kv_reuse import common_prefix
 from agentbench.models.tiny import CHATML_TEMPLATE, byte_tokenizer, tiny_generator
 from agentbench.models.transformers_backend import TransformersGenerator, TransformersSettings
 from agentbench.rollout import play
@@ -172,10 +174,7 @@ def test_scoring_after_a_generation_reuses_its_prefix_and_matches_the_packed_pat
     # each prompt's last token, the tokens its candidates share ("ACTION=") once, and
     # the rest of each candidate
     ids = [reuse.continuation_ids(chats[0], c) for c in candidates[0] if c]
-    shared = min(
-        next((j for j, (t, u) in enumerate(zip(c, ids[0])) if t != u), min(len(c), len(ids[0])))
-        for c in ids
-    )
+    shared = min(common_prefix(np.asarray(c), np.asarray(ids[0])) for c in ids)
     assert 0 < shared == len(reuse.continuation_ids(chats[0], "ACTION="))
     assert prefilled == 3 * (1 + shared + sum(len(c) - shared for c in ids))
     # with a prompt that shares only the template's first tokens with the pool: its
