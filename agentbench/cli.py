@@ -440,9 +440,9 @@ def _training_settings_epilog() -> str:
         settings_help_text(ModelSettings),
         "[env] table of every method (EnvSettings):",
         settings_help_text(EnvSettings),
-        "[agent] table of every method (LLMAgentSettings; try_all, epsilon, self_consistency, "
-        "self_correction and return_token are not trainable yet; answer_forcing trains with "
-        "PPO only):",
+        "[agent] table of every method (LLMAgentSettings; self_consistency, self_correction "
+        "and return_token are not trainable yet; answer_forcing trains with PPO only, try_all "
+        "and epsilon with PPO and advantage = \"mc\"):",
         settings_help_text(LLMAgentSettings),
     ]
     return "\n\n".join(parts)

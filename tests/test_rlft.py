@@ -23,7 +23,7 @@ from fixed_bandits import (
     report_figures,
 )
 
-from agentbench.agent.llm import LLMAgentSettings
+from agentbench.agent.llm import EPSILON_RATIONALE, TRY_ALL_RATIONALE, LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.records import Episode, Step
@@ -606,3 +606,34 @@ def test_exported_model_loads_by_path_and_computes_what_the_policy_does(tmp_path
         assert torch.allclose(w, g, atol=1e-5)
         assert not torch.allclose(w, b, atol=1e-5)  # the update is in the exported weights
     assert hasattr(trainer.model, "disable_adapter")  # the trainer's own model keeps its LoRA
+
+
+# ---------------------------------------------------------------- template mechanisms
+
+
+@pytest.mark.parametrize("mechanism", [{"try_all": True}, {"epsilon": 0.5}])
+def test_template_steps_keep_their_rewards_and_carry_no_policy_tokens(tmp_path, mechanism):
+    """Try-all and epsilon-greedy answer some steps from a template: PPO leaves them out
+    of its samples (no policy-gradient or KL term) and keeps them in the episodes,
+    whose rewards make the returns of the model's own steps."""
+    config = _small_config(
+        tmp_path,
+        env=EnvSettings(FIXED_ENV, {"horizon": 5}),
+        agent=LLMAgentSettings(cot=False, **mechanism),
+        total_updates=1,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    batch = trainer.collect(0)
+    openings = (TRY_ALL_RATIONALE.split("{")[0], EPSILON_RATIONALE.split("{")[0])
+    template = {(e, step.t) for e, episode in enumerate(batch.episodes)
+                for step in episode.steps if step.text.startswith(openings)}  # fmt: skip
+    sampled = {(s.episode, s.t) for s in batch.samples}
+    everything = {(e, step.t) for e, episode in enumerate(batch.episodes) for step in episode.steps}
+    assert template and sampled and not template & sampled
+    assert sampled | template == everything
+    if "try_all" in mechanism:  # 2 arms: the first two steps try them
+        assert {t for _, t in template} == {1, 2}
+    records = trainer.train()
+    assert math.isfinite(records[-1]["policy_loss"]) and records[-1]["ratio_start_error"] == 0.0

@@ -110,9 +110,14 @@ def test_training_configs_point_moved_and_untrainable_agent_settings_out():
         ppo_config_from_dict({"agent": {"cott": False}})
     for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4}):
         with pytest.raises(ConfigError, match="is not supported in this trainer"):
-            ppo_config_from_dict({"agent": mechanism})
-        with pytest.raises(ConfigError, match="is not supported in this trainer"):
             config_from_dict(ReturnConditionedConfig, {"agent": mechanism}, "RC")
+    with pytest.raises(ConfigError, match="self_consistency is not supported in this trainer"):
+        ppo_config_from_dict({"agent": {"self_consistency": 4}})
+    # PPO leaves template steps out of its loss; GAE would need their values
+    for mechanism in ({"try_all": True}, {"epsilon": 0.1}):
+        assert ppo_config_from_dict({"agent": mechanism}).advantage == "mc"
+        with pytest.raises(ConfigError, match=r"not supported in this trainer \(PPO with advan"):
+            ppo_config_from_dict({"agent": mechanism, "advantage": "gae"})
     # PPO masks a forced answer's template prefix; the self-trainers refuse forcing
     assert ppo_config_from_dict({"agent": {"answer_forcing": True}}).agent.answer_forcing
     with pytest.raises(ConfigError, match=r"answer_forcing .*\(PPO trains forced answers\)"):

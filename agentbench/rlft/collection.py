@@ -28,6 +28,8 @@ from agentbench.rlft.policy import generated_tokens
 from agentbench.rollout import play
 
 SINGLE_PROCESS = DataParallel()
+# Decision mechanisms that answer from a template, without the model (agent/llm.py)
+TEMPLATE_MECHANISMS = ("try-all", "epsilon")
 
 
 @dataclass
@@ -68,15 +70,21 @@ def played_with_tokens(
     num_envs: int,
     env_kwargs: dict[str, Any],
     sample: int = 0,
+    templates: bool = False,
 ) -> list[PlayedEpisode]:
     """One episode per seed from the agent's stream ``sample``, each step with the token
     ids the model generated (an error for a step it did not write: RL fine-tuning
     trains only on the model's own answers; a forced answer's prefix is marked
-    untrained, :func:`agentbench.rlft.policy.forced_tokens`)."""
+    untrained, :func:`agentbench.rlft.policy.forced_tokens`). With ``templates``, the
+    steps a mechanism answered from a template (try-all, epsilon-greedy) are left out
+    of ``steps`` instead: they stay in the episode, and its rewards, but carry no
+    tokens of the policy."""
     recorded: dict[tuple[int, int], TokenStep] = {}
     generator = getattr(agent, "generator", None)
 
     def record(episode: Episode, step: Step, decision: Decision) -> None:
+        if templates and decision.extras.get("mechanism") in TEMPLATE_MECHANISMS:
+            return
         tokens = generated_tokens(episode, step, decision, generator)
         recorded[(episode.seed, step.t)] = TokenStep(
             step.t, tokens.prompt_ids, tokens.completion_ids, decision.extras, tokens.trained
@@ -92,7 +100,15 @@ def played_with_tokens(
         sample=sample,
     )
     return [
-        PlayedEpisode(episode, sample, [recorded[(episode.seed, s.t)] for s in episode.steps])
+        PlayedEpisode(
+            episode,
+            sample,
+            [
+                recorded[(episode.seed, s.t)]
+                for s in episode.steps
+                if (episode.seed, s.t) in recorded
+            ],
+        )
         for episode in episodes
     ]
 

@@ -323,7 +323,8 @@ class PPOConfig:
                 f"evaluation seeds [{self.eval_seed}, {eval_end}) overlap training seeds "
                 f"[{self.train_seed}, {train_end}); move eval_seed outside the training range"
             )
-        check_training_agent(self.agent, forcing=True)
+        # Template steps have no prompt the policy saw, so no value estimate for GAE.
+        check_training_agent(self.agent, forcing=True, templates=self.advantage == "mc")
 
     def agent_settings(self, temperature: float = 1.0) -> LLMAgentSettings:
         """The LLM agent of rollouts (temperature 1.0, SPEC.md 2) or evaluation (0.0)."""
@@ -347,18 +348,22 @@ class PPOConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
 
-def check_training_agent(agent: LLMAgentSettings, *, forcing: bool = False) -> None:
-    """The agent mechanisms RL fine-tuning can train with: every step must be the
-    model's own generated answer. Template steps (try-all, epsilon-greedy) and answers
-    assembled from several generations (self-consistency, self-correction) carry no
-    single generated sequence to score, so they are refused with one clear error.
-    Forced answers are the model's text plus its own choice of label after a template
-    ``ACTION=`` prefix; a trainer that masks the prefix (PPO) passes ``forcing=True``."""
+def check_training_agent(
+    agent: LLMAgentSettings, *, forcing: bool = False, templates: bool = False
+) -> None:
+    """The agent mechanisms RL fine-tuning can train with: every trained step must be
+    the model's own generated answer. Answers assembled from several generations
+    (self-consistency, self-correction) carry no single generated sequence to score,
+    so they are refused with one clear error. Forced answers are the model's text plus
+    its own choice of label after a template ``ACTION=`` prefix; a trainer that masks
+    the prefix (PPO) passes ``forcing=True``. Template steps (try-all, epsilon-greedy)
+    are the mechanism's, not the model's; a trainer that leaves them out of its loss
+    and keeps their rewards (PPO with MC advantages) passes ``templates=True``."""
     if not isinstance(agent, LLMAgentSettings):
         raise ConfigError(f"agent must be an [agent] table, got {agent!r}")
     unsupported = {
-        "try_all": agent.try_all,
-        "epsilon": agent.epsilon > 0,
+        "try_all": agent.try_all and not templates,
+        "epsilon": agent.epsilon > 0 and not templates,
         "self_consistency": agent.self_consistency > 1,
         "self_correction": agent.self_correction,
         "return_token": agent.return_token is not None,
@@ -366,7 +371,11 @@ def check_training_agent(agent: LLMAgentSettings, *, forcing: bool = False) -> N
     }
     named = [name for name, used in unsupported.items() if used]
     if named:
-        supported = " (PPO trains forced answers)" if named[0] == "answer_forcing" else ""
+        supported = {
+            "answer_forcing": " (PPO trains forced answers)",
+            "try_all": ' (PPO with advantage = "mc" trains around template steps)',
+            "epsilon": ' (PPO with advantage = "mc" trains around template steps)',
+        }.get(named[0], "")
         raise ConfigError(
             f"agent setting {named[0]} is not supported in this trainer{supported}: training "
             "needs every step to be the model's own single generated answer"

@@ -404,6 +404,7 @@ class PPOTrainer:
             self.parallel.shard(self.train_seeds(update)),
             num_envs=config.num_envs,
             env_kwargs=config.env.kwargs,
+            templates=True,  # try-all / epsilon steps: rewards kept, no policy tokens
         )
         # every process sees the whole rollout, and trains on the steps it played
         episodes = gather_episodes(self.parallel, [played.episode for played in local])
