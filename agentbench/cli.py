@@ -442,7 +442,7 @@ def _training_settings_epilog() -> str:
         settings_help_text(EnvSettings),
         "[agent] table of every method (LLMAgentSettings; self_consistency, self_correction "
         "and return_token are not trainable yet; answer_forcing trains with PPO only, try_all "
-        "and epsilon with PPO and advantage = \"mc\"):",
+        'and epsilon with PPO and advantage = "mc"):',
         settings_help_text(LLMAgentSettings),
     ]
     return "\n\n".join(parts)

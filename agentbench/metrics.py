@@ -380,12 +380,14 @@ def outcome_rates(
 # ---------------------------------------------------------------- summaries
 
 
-def _records_regret(episodes: Sequence[Episode]) -> bool:
+def records_regret(episodes: Sequence[Episode]) -> bool:
+    """Whether every step of these episodes records a regret (bandits)."""
     steps = [step for ep in episodes for step in ep.steps]
     return bool(steps) and all(step.regret is not None for step in steps)
 
 
-def _is_bandit(episodes: Sequence[Episode]) -> bool:
+def is_bandit(episodes: Sequence[Episode]) -> bool:
+    """Whether every step of these episodes records the optimal action (bandits)."""
     steps = [step for ep in episodes for step in ep.steps]
     return bool(steps) and all(step.optimal_action is not None for step in steps)
 
@@ -421,10 +423,10 @@ def summarize(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> di
     ):
         estimates["forced_rate"] = forced_rate(episodes, confidence)
     curves["return"] = return_curve(episodes, confidence).to_dict()
-    if _records_regret(episodes):
+    if records_regret(episodes):
         estimates["final_regret"] = final_regret(episodes, confidence)
         curves["regret"] = regret_curve(episodes, confidence).to_dict()
-    if _is_bandit(episodes):
+    if is_bandit(episodes):
         estimates["coverage"] = final_coverage(episodes, confidence)
         estimates["greedy_fraction"] = greedy_fraction(episodes, confidence)
         estimates["suffix_failure"] = suffix_failure(episodes, confidence)

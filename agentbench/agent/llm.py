@@ -37,6 +37,9 @@ TRY_ALL_RATIONALE = (
     "I have not tried {label} yet, and I try every action once before choosing among them. {action}"
 )
 EPSILON_RATIONALE = "I explore this step with an action chosen at random. {action}"
+# extras["mechanism"] of the decisions answered from a template, without the model
+TRY_ALL, EPSILON = "try-all", "epsilon"
+TEMPLATE_MECHANISMS = (TRY_ALL, EPSILON)
 SELF_CORRECTION_PROMPT = (
     "Check your reasoning and your answer above. If you find a mistake, correct it. "
     "End with {example}, where X is one of the actions: {labels}."
@@ -163,11 +166,11 @@ class LLMAgent:
                 action = int(turn.rng.choice(untried))
                 text = TRY_ALL_RATIONALE.format(label=labels[action],
                                                 action=format_action(labels[action]))  # fmt: skip
-                return Decision(action, text, {"mechanism": "try-all"})
+                return Decision(action, text, {"mechanism": TRY_ALL})
         if self.settings.epsilon > 0 and turn.rng.random() < self.settings.epsilon:
             action = int(turn.rng.choice(legal))
             text = EPSILON_RATIONALE.format(action=format_action(labels[action]))
-            return Decision(action, text, {"mechanism": "epsilon"})
+            return Decision(action, text, {"mechanism": EPSILON})
         return None
 
     def _prepare(self, index: int, turn: Turn) -> _Pending:

@@ -28,6 +28,8 @@ from agentbench.metrics import (
     episode_invalid_share,
     episode_suffix_failure,
     group_episodes,
+    is_bandit,
+    records_regret,
     t_interval,
     wilson_interval,
 )
@@ -45,11 +47,11 @@ class EpisodeMetric:
 
 
 def _bandit(episode: Episode) -> bool:
-    return bool(episode.steps) and all(s.optimal_action is not None for s in episode.steps)
+    return is_bandit([episode])
 
 
 def _has_regret(episode: Episode) -> bool:
-    return bool(episode.steps) and all(s.regret is not None for s in episode.steps)
+    return records_regret([episode])
 
 
 def _always(episode: Episode) -> bool:

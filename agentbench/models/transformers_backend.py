@@ -661,16 +661,17 @@ class TransformersGenerator:
         matches = [self.prefix_pool.match(ids) for ids in arrays]
         if not any(length > 0 for _, length in matches):
             return False
-        rows = [i for i, ids in enumerate(candidate_ids) if any(ids)]
         chunk: list[int] = []
-        for i in rows:
-            count = sum(1 for c in candidate_ids[i] if c)
-            if chunk and sum(sum(1 for c in candidate_ids[j] if c) for j in chunk) + count > (
-                self.settings.score_batch_size
-            ):
+        held = 0  # candidate sequences in `chunk`
+        for i, ids in enumerate(candidate_ids):
+            count = sum(1 for c in ids if c)
+            if count == 0:
+                continue
+            if chunk and held + count > self.settings.score_batch_size:
                 self._score_columns(chunk, arrays, matches, candidate_ids, scores)
-                chunk = []
+                chunk, held = [], 0
             chunk.append(i)
+            held += count
         if chunk:
             self._score_columns(chunk, arrays, matches, candidate_ids, scores)
         return True

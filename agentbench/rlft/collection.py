@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from agentbench.agent.interface import Agent, Decision
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.agent.llm import TEMPLATE_MECHANISMS, LLMAgent, LLMAgentSettings
 from agentbench.metrics import summarize
 from agentbench.records import Episode, Step
 from agentbench.rlft.distributed import DataParallel
@@ -28,8 +28,6 @@ from agentbench.rlft.policy import generated_tokens
 from agentbench.rollout import play
 
 SINGLE_PROCESS = DataParallel()
-# Decision mechanisms that answer from a template, without the model (agent/llm.py)
-TEMPLATE_MECHANISMS = ("try-all", "epsilon")
 
 
 @dataclass

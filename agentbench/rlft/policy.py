@@ -10,10 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from agentbench.agent.interface import Decision
 from agentbench.agent.llm import forced_prefix
+from agentbench.models.kv_reuse import common_prefix
 from agentbench.records import Episode, Step
 
 
@@ -102,17 +104,13 @@ def forced_tokens(generator: Any, decision: Decision) -> PolicyTokens:
     chat = decision.extras["prompt"]
     text = decision.extras["generation"].text
     full = generator.continuation_ids(chat, decision.text)
-    body = _common_prefix(generator.continuation_ids(chat, text.rstrip()), full)
-    prefix = max(body, _common_prefix(generator.continuation_ids(chat, forced_prefix(text)), full))
+    ids = np.asarray(full)
+    body = common_prefix(np.asarray(generator.continuation_ids(chat, text.rstrip())), ids)
+    prefix = max(
+        body, common_prefix(np.asarray(generator.continuation_ids(chat, forced_prefix(text))), ids)
+    )
     trained = [i < body or i >= prefix for i in range(len(full))]
     return PolicyTokens(generator.encode_chat(chat), full, trained)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, lr_min: float) -> float:
