@@ -16,11 +16,13 @@ error class (checkpoints raise ``CorruptCheckpointError``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,30 @@ def write_atomic(path: str | Path, content: str | bytes) -> Path:
 def write_json(path: str | Path, data: Any, indent: int | None = 1) -> Path:
     """``data`` as JSON (strict: NaN and infinity are refused), written atomically."""
     return write_atomic(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
+
+
+def json_number(value: float) -> float | None:
+    """A number for strict JSON: NaN and infinities become None (JSON has neither)."""
+    return float(value) if math.isfinite(value) else None
+
+
+def record_dict(record: Any, **extra: Any) -> dict[str, Any]:
+    """A dataclass record as a JSON-ready dict: its fields in order (a value with its own
+    ``to_dict`` converted by it, a tuple or list as a list of converted items), then
+    ``extra``, the derived values a reader wants next to the fields."""
+    row = {field.name: _json_value(getattr(record, field.name)) for field in fields(record)}
+    row.update(extra)
+    return row
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    return value
 
 
 def write_directory(target: str | Path, write: Callable[[Path], Any]) -> Path:

@@ -50,15 +50,11 @@ import numpy as np
 from scipy import stats
 
 from agentbench.errors import ConfigError
+from agentbench.io import json_number
 from agentbench.records import Episode, Step
 
 CONFIDENCE = 0.95  # level of every interval unless a caller asks for another
 OUTCOMES = ("win", "draw", "loss")  # tic-tac-toe outcomes, as the env records them
-
-
-def _finite_or_none(value: float) -> float | None:
-    """NaN as None, so summaries are strict JSON (json.dumps(..., allow_nan=False))."""
-    return None if math.isnan(value) else float(value)
 
 
 @dataclass(frozen=True)
@@ -72,9 +68,9 @@ class Estimate:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {
-            "mean": _finite_or_none(self.mean),
-            "low": _finite_or_none(self.low),
-            "high": _finite_or_none(self.high),
+            "mean": json_number(self.mean),
+            "low": json_number(self.low),
+            "high": json_number(self.high),
             "n": self.n,
         }
 
@@ -91,9 +87,9 @@ class Curve:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "mean": [_finite_or_none(v) for v in self.mean],
-            "low": [_finite_or_none(v) for v in self.low],
-            "high": [_finite_or_none(v) for v in self.high],
+            "mean": [json_number(v) for v in self.mean],
+            "low": [json_number(v) for v in self.low],
+            "high": [json_number(v) for v in self.high],
             "running": [int(v) for v in self.running],
             "n": self.n,
         }

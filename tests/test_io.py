@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from agentbench.errors import ConfigError
-from agentbench.io import read_json, read_toml, write_atomic, write_directory, write_json
+from agentbench.io import (
+    json_number,
+    read_json,
+    read_toml,
+    record_dict,
+    write_atomic,
+    write_directory,
+    write_json,
+)
+from agentbench.metrics import Estimate
 from agentbench.rlft.checkpoint import CorruptCheckpointError
 
 
@@ -82,3 +92,29 @@ def _toml(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text('seed = 1\nagents = ["ucb"]\n', encoding="utf-8")
     return path
+
+
+def test_json_number_makes_undefined_numbers_null():
+    assert json_number(1.25) == 1.25
+    assert json_number(math.nan) is None
+    assert json_number(math.inf) is None
+    assert json_number(-math.inf) is None
+
+
+@dataclass
+class _Record:
+    name: str
+    estimate: Estimate
+    seeds: tuple[int, ...]
+    nested: dict[str, list[Estimate]]
+
+
+def test_record_dict_converts_fields_in_order_then_the_extras():
+    estimate = Estimate(1.0, math.nan, 2.0, 3)
+    record = _Record("ucb", estimate, (4, 5), {"rows": [estimate]})
+    row = record_dict(record, n_seeds=2)
+    assert list(row) == ["name", "estimate", "seeds", "nested", "n_seeds"]
+    assert row["estimate"] == {"mean": 1.0, "low": None, "high": 2.0, "n": 3}
+    assert row["seeds"] == [4, 5]
+    assert row["nested"] == {"rows": [row["estimate"]]}
+    assert row["n_seeds"] == 2

@@ -33,7 +33,6 @@ Decisions:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -49,6 +48,7 @@ from agentbench.agent.parsing import format_action
 from agentbench.envs import BANDIT_FAMILY, get_preset, make, text_env
 from agentbench.envs.protocol import TextEnv, format_reward
 from agentbench.errors import ConfigError
+from agentbench.io import json_number
 from agentbench.metrics import arm_statistics, empirical_means, greedy_actions
 from agentbench.models.interface import Chat, TextGenerator
 from agentbench.records import Step
@@ -182,10 +182,6 @@ class FrequencyPoint:
         }
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 @dataclass
 class FrequencyBiasResult:
     """All probe points, with the per-bucket summary and the correlation computed from them."""
@@ -235,9 +231,9 @@ class FrequencyBiasResult:
         pearson = stats.pearsonr(reps, entropy)
         spearman = stats.spearmanr(reps, entropy)
         return {
-            "pearson_r": _finite_or_none(float(pearson.statistic)),
-            "p_value": _finite_or_none(float(pearson.pvalue)),
-            "spearman_rho": _finite_or_none(float(spearman.statistic)),
+            "pearson_r": json_number(float(pearson.statistic)),
+            "p_value": json_number(float(pearson.pvalue)),
+            "spearman_rho": json_number(float(spearman.statistic)),
         }
 
     def to_dict(self) -> dict[str, Any]:

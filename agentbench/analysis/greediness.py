@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from agentbench.agent.llm import DIRECT_BUDGET
+from agentbench.io import record_dict
 from agentbench.metrics import (
     CONFIDENCE,
     Estimate,
@@ -192,21 +193,7 @@ class PairedRegret:
     reference_regret: Estimate
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "agent": self.agent,
-            "env_id": self.env_id,
-            "reference": self.reference,
-            "reference_source": self.reference_source,
-            "reference_agent": self.reference_agent,
-            "shared_seeds": list(self.shared_seeds),
-            "n_shared": len(self.shared_seeds),
-            "agent_seeds": self.agent_seeds,
-            "reference_seeds": self.reference_seeds,
-            "difference": self.difference.to_dict(),
-            "agent_regret": self.agent_regret.to_dict(),
-            "reference_regret": self.reference_regret.to_dict(),
-        }
+        return record_dict(self, n_shared=len(self.shared_seeds))
 
 
 @dataclass
@@ -219,12 +206,7 @@ class SettingsEffect:
     rows: list[dict[str, Any]]  # source, agent, cot, budget, n_episodes, metric estimates
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "env_id": self.env_id,
-            "other_settings": dict(self.other_settings),
-            "rows": list(self.rows),
-        }
+        return record_dict(self)
 
 
 @dataclass

@@ -52,6 +52,7 @@ from agentbench.analysis.frequency_bias import (
 from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
 from agentbench.envs.protocol import TextEnv
 from agentbench.errors import ConfigError
+from agentbench.io import json_number
 from agentbench.metrics import empirical_means, greedy_actions
 from agentbench.models.interface import Chat, GenerationConfig, TextGenerator
 from agentbench.records import Step
@@ -196,10 +197,6 @@ def knowing_doing_prompt(env: TextEnv, history: Sequence[Step], ucb_c: float) ->
 # ---------------------------------------------------------------- result
 
 
-def _json_number(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class KnowingDoingRecord:
     """One history, the answer, and how it was judged."""
@@ -217,13 +214,11 @@ class KnowingDoingRecord:
         written = (
             None
             if self.written is None
-            else {
-                label: _json_number(v) for label, v in zip(self.labels, self.written, strict=True)
-            }
+            else {label: json_number(v) for label, v in zip(self.labels, self.written, strict=True)}
         )
         return {
             "history_length": self.history_length,
-            "true_ucb": [_json_number(v) for v in self.true_ucb],
+            "true_ucb": [json_number(v) for v in self.true_ucb],
             "written": written,
             "knowing": self.knowing,
             "action": self.action,
@@ -285,7 +280,7 @@ class KnowingDoingResult:
             "ucb_c": self.ucb_c,
             "n": self.n,
             "table": self.table(),
-            "knowing_rate": _json_number(self.knowing_rate),
+            "knowing_rate": json_number(self.knowing_rate),
             "unparsed": self.unparsed,
             "invalid_actions": self.invalid_actions,
             "records": [r.to_dict() for r in self.records],

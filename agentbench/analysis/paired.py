@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agentbench.errors import ConfigError
+from agentbench.io import record_dict
 from agentbench.metrics import (
     CONFIDENCE,
     Estimate,
@@ -86,15 +87,7 @@ class PairedComparison:
     difference: Estimate  # mean of (agent - reference) per seed
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "env_id": self.env_id,
-            "agent": self.agent,
-            "reference": self.reference,
-            "metric": self.metric,
-            "agent_value": self.agent_value.to_dict(),
-            "reference_value": self.reference_value.to_dict(),
-            "difference": self.difference.to_dict(),
-        }
+        return record_dict(self)
 
 
 def find_reference(agents: Sequence[str], reference: str) -> str | None:

@@ -53,6 +53,7 @@ from agentbench.models.interface import (
     Generation,
     GenerationConfig,
     GenerationError,
+    Seeds,
     UnsupportedOperation,
 )
 
@@ -150,10 +151,7 @@ class OpenAICompatibleGenerator:
     # ---- the TextGenerator interface ---------------------------------------------------------
 
     def generate(
-        self,
-        prompts: Sequence[Chat],
-        config: GenerationConfig,
-        seeds: Sequence[int] | None = None,
+        self, prompts: Sequence[Chat], config: GenerationConfig, seeds: Seeds = None
     ) -> list[Generation]:
         """One completion per prompt, in prompt order; seeds go to the server as ``seed``."""
         if seeds is not None and len(seeds) != len(prompts):

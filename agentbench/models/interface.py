@@ -20,6 +20,7 @@ from agentbench.errors import AgentbenchError
 
 Message = dict[str, str]
 Chat = list[Message]
+Seeds = Sequence[int] | None  # one sampling seed per prompt; None: the generator's own
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,7 @@ class TextGenerator(Protocol):
     name: str
 
     def generate(
-        self,
-        prompts: Sequence[Chat],
-        config: GenerationConfig,
-        seeds: Sequence[int] | None = None,
+        self, prompts: Sequence[Chat], config: GenerationConfig, seeds: Seeds = None
     ) -> list[Generation]:
         """One completion per prompt, in order.
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from agentbench.errors import ConfigError
 from agentbench.models.attention import MASKABLE, model_attention_mask
-from agentbench.models.interface import Chat, Generation, GenerationConfig
+from agentbench.models.interface import Chat, Generation, GenerationConfig, Seeds
 from agentbench.models.kv_reuse import CachedPrefix, ColumnCache, PrefixPool, common_prefix
 from agentbench.models.logprobs import selected_logprobs
 from agentbench.models.packing import (
@@ -281,10 +281,7 @@ class TransformersGenerator:
 
     @torch.inference_mode()
     def generate(
-        self,
-        prompts: Sequence[Chat],
-        config: GenerationConfig,
-        seeds: Sequence[int] | None = None,
+        self, prompts: Sequence[Chat], config: GenerationConfig, seeds: Seeds = None
     ) -> list[Generation]:
         """One completion per prompt (see the module docstring for what logprobs mean).
 

@@ -34,14 +34,11 @@ import numpy as np
 
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
-from agentbench.records import Episode
 from agentbench.rlft.config import ANY_FINITE, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
     SelfTrainer,
     SelfTrainingConfig,
-    evaluate_policy,
-    run_iterations,
     sample_episodes,
     sample_metrics,
 )
@@ -114,6 +111,7 @@ class ExpertIteration(SelfTrainer):
     fine-tuned in place."""
 
     config_class = ExpertIterationConfig  # read back from a checkpoint by resume
+    method = "expert iteration"
     config: ExpertIterationConfig
 
     def train_seeds(self) -> list[int]:
@@ -135,10 +133,6 @@ class ExpertIteration(SelfTrainer):
         return sample_episodes(
             agent, self.config, self.train_seeds(), self.sample_streams(iteration)
         )
-
-    def train(self) -> list[dict[str, Any]]:
-        """Run the remaining iterations; returns their metrics records."""
-        return run_iterations(self, "expert iteration")
 
     def iterate(self, iteration: int) -> dict[str, Any]:
         """One iteration: sample, score, select, fine-tune; returns its metrics."""
@@ -164,12 +158,6 @@ class ExpertIteration(SelfTrainer):
             "loss": losses[-1]["loss"] if losses else None,
             "skipped_steps": sum(r["skipped_steps"] for r in losses),  # non-finite, not taken
         }
-
-    def evaluate(
-        self, seeds: Sequence[int], temperature: float = 0.0
-    ) -> tuple[dict[str, Any], list[Episode]]:
-        """Play held-out ``seeds`` (greedy by default) and summarise them."""
-        return evaluate_policy(self.generator, self.config, seeds, temperature)
 
 
 def _mean_best_return(sampled: Sequence[SampledEpisode]) -> float:

@@ -36,14 +36,11 @@ from agentbench.agent.context import build_context
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
-from agentbench.records import Episode
 from agentbench.rlft.config import ANY_FINITE, UNIT, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
     SelfTrainer,
     SelfTrainingConfig,
-    evaluate_policy,
-    run_iterations,
     sample_episodes,
     sample_metrics,
 )
@@ -133,6 +130,8 @@ class ReturnConditioned(SelfTrainer):
     is fine-tuned in place."""
 
     config_class = ReturnConditionedConfig  # read back from a checkpoint by resume
+    method = "return-conditioned"
+    evaluation_return_token = GOOD
     config: ReturnConditionedConfig
 
     def train_seeds(self, iteration: int) -> list[int]:
@@ -182,10 +181,6 @@ class ReturnConditioned(SelfTrainer):
                 targets.append(step.completion_ids)
         return prompts, targets
 
-    def train(self) -> list[dict[str, Any]]:
-        """Run the remaining iterations; returns their metrics records."""
-        return run_iterations(self, "return-conditioned")
-
     def iterate(self, iteration: int) -> dict[str, Any]:
         """One iteration: sample conditioned on "good", label, fine-tune; its metrics."""
         sampled = self.collect(iteration)  # 1. sample
@@ -202,9 +197,3 @@ class ReturnConditioned(SelfTrainer):
             "loss": losses[-1]["loss"],
             "skipped_steps": sum(r["skipped_steps"] for r in losses),  # non-finite, not taken
         }
-
-    def evaluate(
-        self, seeds: Sequence[int], temperature: float = 0.0, return_token: str = GOOD
-    ) -> tuple[dict[str, Any], list[Episode]]:
-        """Play held-out ``seeds`` conditioned on ``return_token`` (greedy by default)."""
-        return evaluate_policy(self.generator, self.config, seeds, temperature, return_token)

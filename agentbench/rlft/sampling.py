@@ -242,6 +242,8 @@ class SelfTrainer(ABC):
     that table says (:func:`starting_model`)."""
 
     config_class: type[SelfTrainingConfig] = SelfTrainingConfig  # read back by resume
+    method: str = "self-training"  # the method's name in progress bars and errors
+    evaluation_return_token: str | None = None  # return-conditioned: the target it asks for
 
     def __init__(self, config: Any, generator: Any = None) -> None:
         self.config = config
@@ -257,6 +259,21 @@ class SelfTrainer(ABC):
     @abstractmethod
     def iterate(self, iteration: int) -> dict[str, Any]:
         """One iteration (0-based): sample, select or label, fine-tune; its metrics."""
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run the remaining iterations; returns their metrics records."""
+        return run_iterations(self, self.method)
+
+    def evaluate(
+        self,
+        seeds: Sequence[int],
+        temperature: float = 0.0,
+        return_token: str | None = None,
+    ) -> tuple[dict[str, Any], list[Episode]]:
+        """Play held-out ``seeds`` (greedy by default) and summarise them; a
+        return-conditioned policy is asked for ``return_token`` (default: the method's)."""
+        token = self.evaluation_return_token if return_token is None else return_token
+        return evaluate_policy(self.generator, self.config, seeds, temperature, token)
 
 
 def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:

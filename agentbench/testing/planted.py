@@ -39,7 +39,7 @@ from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
 from agentbench.envs.protocol import TRANSITION_LINE, TRANSITION_STATE
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
-from agentbench.models.interface import Chat, Generation, GenerationConfig
+from agentbench.models.interface import Chat, Generation, GenerationConfig, Seeds
 from agentbench.records import Step
 
 
@@ -186,10 +186,7 @@ class PlantedModel(ABC):
         return action
 
     def generate(
-        self,
-        prompts: Sequence[Chat],
-        config: GenerationConfig,
-        seeds: Sequence[int] | None = None,
+        self, prompts: Sequence[Chat], config: GenerationConfig, seeds: Seeds = None
     ) -> list[Generation]:
         return [Generation(self.answer(read_prompt(chat))) for chat in prompts]
 

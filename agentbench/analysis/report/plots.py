@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from agentbench.analysis.report.blocks import Plot
@@ -52,6 +53,27 @@ def new_figure(width: float = FIGURE_SIZE[0]) -> Figure:
 
 def plot_values(series: Sequence[float | None]) -> np.ndarray:
     return np.array([math.nan if value is None else value for value in series], dtype=float)
+
+
+def stacked_bars(
+    axes: Axes,
+    shares: Mapping[str, Sequence[float | None]],
+    colours: Mapping[str, Any],
+    horizontal: bool = False,
+) -> None:
+    """One bar a position, stacked from ``shares`` (name -> a share per position, None
+    and NaN drawn as 0) in the mapping's order, each name in its colour and in the legend."""
+    base: np.ndarray | None = None
+    for name, values in shares.items():
+        heights = np.nan_to_num(plot_values(values))
+        if base is None:
+            base = np.zeros(len(heights))
+        positions = np.arange(len(heights))
+        if horizontal:
+            axes.barh(positions, heights, left=base, label=name, color=colours[name])
+        else:
+            axes.bar(positions, heights, bottom=base, label=name, color=colours[name])
+        base = base + heights
 
 
 def short_env(env_id: str) -> str:

@@ -33,6 +33,7 @@ from agentbench.analysis.report.plots import (
     new_figure,
     plot_values,
     short_env,
+    stacked_bars,
 )
 from agentbench.analysis.report.sources import (
     BIAS_CLASSES,
@@ -76,6 +77,10 @@ class ReportBuilder:
     def add(self, *blocks: Block) -> None:
         self.blocks.extend(blocks)
 
+    def heading(self, level: int, title: str, intro: str) -> None:
+        """A heading and the paragraph that says what follows it."""
+        self.add(Heading(level, title), Paragraph(intro))
+
     # ------------------------------------------------------------ sections
 
     def build(self) -> list[Block]:
@@ -93,12 +98,11 @@ class ReportBuilder:
         return self.blocks
 
     def sources_section(self) -> None:
-        self.add(
-            Heading(2, "Sources"),
-            Paragraph(
-                "Each source is labelled by its directory name; with several runs, "
-                "agents are named 'run: agent' so runs stay apart."
-            ),
+        self.heading(
+            2,
+            "Sources",
+            "Each source is labelled by its directory name; with several runs, "
+            "agents are named 'run: agent' so runs stay apart.",
         )
         rows = []
         for source in self.sources:
@@ -125,14 +129,13 @@ class ReportBuilder:
             for row in self.analysis.metrics_rows(source.label):
                 rows.append({**row, "agent": self.series(source.label, row["agent"])})
             order += [self.series(source.label, agent) for agent in source.agent_order]
-        self.add(
-            Heading(2, "Comparison tables"),
-            Paragraph(
-                "One table per env family, envs as rows and agents as columns, with "
-                "mean ± 95% CI half-width over episodes; tic-tac-toe cells add win / "
-                "draw / loss %, and [invalid x%] marks agents whose answers were "
-                "invalid."
-            ),
+        self.heading(
+            2,
+            "Comparison tables",
+            "One table per env family, envs as rows and agents as columns, with "
+            "mean ± 95% CI half-width over episodes; tic-tac-toe cells add win / "
+            "draw / loss %, and [invalid x%] marks agents whose answers were "
+            "invalid.",
         )
         for title, header, body in comparison_tables(rows, order):
             self.add(Heading(3, title), Table(header, body))
@@ -141,17 +144,16 @@ class ReportBuilder:
         groups = self.group_order([g for g in self.analysis.groups if g.is_bandit])
         if not groups:
             return
-        self.add(
-            Heading(2, "Greediness"),
-            Paragraph(
-                "Final coverage is the share of actions tried at least once; greedy "
-                "fraction the share of steps on the best empirical mean so far; "
-                "suffix failure the share of episodes that never chose the best arm "
-                "in the second half; K x MinFrac is 1 for perfectly even pulls and 0 "
-                "when an arm was never pulled. Low coverage with a high greedy "
-                "fraction and suffix failure is the greediness of published LLM "
-                "agents."
-            ),
+        self.heading(
+            2,
+            "Greediness",
+            "Final coverage is the share of actions tried at least once; greedy "
+            "fraction the share of steps on the best empirical mean so far; "
+            "suffix failure the share of episodes that never chose the best arm "
+            "in the second half; K x MinFrac is 1 for perfectly even pulls and 0 "
+            "when an arm was never pulled. Low coverage with a high greedy "
+            "fraction and suffix failure is the greediness of published LLM "
+            "agents.",
         )
         header = [
             "env",
@@ -182,12 +184,11 @@ class ReportBuilder:
             for g in groups
         ]
         self.add(Table(header, rows))
-        self.add(
-            Heading(3, "Coverage per step"),
-            Paragraph(
-                "Mean action coverage after each step, shaded with its 95% interval "
-                "over episodes; a curve that flattens early stopped exploring."
-            ),
+        self.heading(
+            3,
+            "Coverage per step",
+            "Mean action coverage after each step, shaded with its 95% interval "
+            "over episodes; a curve that flattens early stopped exploring.",
         )
         self.curve_plots(groups, "coverage", "action coverage C_t")
 
@@ -230,27 +231,25 @@ class ReportBuilder:
         groups = self.group_order([g for g in self.analysis.groups if g.final_regrets])
         if not groups:
             return
-        self.add(
-            Heading(2, "Regret"),
-            Paragraph(
-                "Mean cumulative expected regret per step with its 95% interval "
-                "(lower is better); the UCB and random baselines are dashed, so an "
-                "agent's curve reads against both in the same axes."
-            ),
+        self.heading(
+            2,
+            "Regret",
+            "Mean cumulative expected regret per step with its 95% interval "
+            "(lower is better); the UCB and random baselines are dashed, so an "
+            "agent's curve reads against both in the same axes.",
         )
         self.curve_plots(groups, "regret", "cumulative expected regret")
         pairs = self.analysis.paired_regret
         if not pairs:
             return
-        self.add(
-            Heading(3, "Paired regret against UCB and random"),
-            Paragraph(
-                "Final regret of the agent minus the baseline's on the seeds both "
-                "played (same env and seed: the same reward draws), mean ± 95% CI "
-                "half-width over those seeds. Negative means the agent lost less "
-                "than the baseline; an interval that excludes 0 is a difference the "
-                "pairing resolves."
-            ),
+        self.heading(
+            3,
+            "Paired regret against UCB and random",
+            "Final regret of the agent minus the baseline's on the seeds both "
+            "played (same env and seed: the same reward draws), mean ± 95% CI "
+            "half-width over those seeds. Negative means the agent lost less "
+            "than the baseline; an interval that excludes 0 is a difference the "
+            "pairing resolves.",
         )
         header = [
             "env",
@@ -286,14 +285,13 @@ class ReportBuilder:
         effects = self.analysis.settings_effects
         if not effects:
             return
-        self.add(
-            Heading(2, "Chain of thought and generation budget"),
-            Paragraph(
-                "LLM agents of one model on one env that differ only in chain of "
-                "thought (cot) or generation budget, one row per setting (mean ± 95% "
-                "CI half-width); without CoT the agent answers ACTION=X only, within "
-                "a fixed budget."
-            ),
+        self.heading(
+            2,
+            "Chain of thought and generation budget",
+            "LLM agents of one model on one env that differ only in chain of "
+            "thought (cot) or generation budget, one row per setting (mean ± 95% "
+            "CI half-width); without CoT the agent answers ACTION=X only, within "
+            "a fixed budget.",
         )
         for effect in effects:
             title = f"{effect.model} on {short_env(effect.env_id)}"
@@ -334,14 +332,13 @@ class ReportBuilder:
 
     def actions_section(self) -> None:
         groups = self.group_order(self.analysis.groups)
-        self.add(
-            Heading(2, "Action histograms"),
-            Paragraph(
-                "Share of all steps spent on each action label, one bar per agent. Arm "
-                "means are drawn anew for every seed, so over many seeds a sound agent's "
-                "bars are about level: a bar that stands out is a preference for a label "
-                "or position, not for a reward."
-            ),
+        self.heading(
+            2,
+            "Action histograms",
+            "Share of all steps spent on each action label, one bar per agent. Arm "
+            "means are drawn anew for every seed, so over many seeds a sound agent's "
+            "bars are about level: a bar that stands out is a preference for a label "
+            "or position, not for a reward.",
         )
         for env_id in self.envs(groups):
             members = [g for g in groups if g.env_id == env_id]
@@ -383,14 +380,13 @@ class ReportBuilder:
 
     def invalid_section(self) -> None:
         groups = self.group_order(self.analysis.groups)
-        self.add(
-            Heading(2, "Invalid actions"),
-            Paragraph(
-                "Share of steps whose answer could not be parsed or named no legal "
-                "action (the runner then played a random legal action); illegal moves "
-                "are occupied tic-tac-toe cells. With answer forcing, such a step is "
-                "forced instead: the model's own scores over the legal labels chose it."
-            ),
+        self.heading(
+            2,
+            "Invalid actions",
+            "Share of steps whose answer could not be parsed or named no legal "
+            "action (the runner then played a random legal action); illegal moves "
+            "are occupied tic-tac-toe cells. With answer forcing, such a step is "
+            "forced instead: the model's own scores over the legal labels chose it.",
         )
         rates = [estimate_mean(g.metrics.get("invalid_rate")) for g in groups]
         illegal = [estimate_mean(g.metrics.get("illegal_rate")) for g in groups]
@@ -455,30 +451,22 @@ class ReportBuilder:
         groups = self.group_order([g for g in self.analysis.groups if "win_rate" in g.metrics])
         if not groups:
             return
-        self.add(
-            Heading(2, "Tic-tac-toe outcomes"),
-            Paragraph(
-                "Win / draw / loss shares of the agent (playing X) against each "
-                "opponent env; the comparison table above has the mean returns with "
-                "intervals."
-            ),
+        self.heading(
+            2,
+            "Tic-tac-toe outcomes",
+            "Win / draw / loss shares of the agent (playing X) against each "
+            "opponent env; the comparison table above has the mean returns with "
+            "intervals.",
         )
         figure = new_figure()
         figure.set_figheight(max(FIGURE_SIZE[1], 0.4 * len(groups) + 1.5))
         axes = figure.add_subplot()
         names = [f"{self.series(g.source, g.agent)} vs {short_env(g.env_id)}" for g in groups]
-        left = np.zeros(len(groups))
-        for outcome in OUTCOMES:
-            shares = np.array([estimate_mean(g.metrics.get(f"{outcome}_rate")) for g in groups])
-            shares = np.nan_to_num(shares)
-            axes.barh(
-                np.arange(len(groups)),
-                shares,
-                left=left,
-                label=outcome,
-                color=OUTCOME_COLOURS[outcome],
-            )
-            left += shares
+        shares = {
+            outcome: [estimate_mean(g.metrics.get(f"{outcome}_rate")) for g in groups]
+            for outcome in OUTCOMES
+        }
+        stacked_bars(axes, shares, OUTCOME_COLOURS, horizontal=True)
         axes.set_yticks(np.arange(len(groups)), names, fontsize="small")
         axes.invert_yaxis()
         axes.set_xlim(0, 1)
@@ -493,15 +481,14 @@ class ReportBuilder:
         results = [r for s in self.sources for r in s.frequency_bias]
         if not results:
             return
-        self.add(
-            Heading(2, "Frequency bias"),
-            Paragraph(
-                "The model scores every action after histories whose last action is "
-                "repeated 0..100 times; its argmax is 'frequent' (most frequent in the "
-                "context), 'greedy' (best empirical mean) or 'other'. A model with "
-                "frequency bias picks the frequent action more, and with lower "
-                "entropy, as repetitions grow."
-            ),
+        self.heading(
+            2,
+            "Frequency bias",
+            "The model scores every action after histories whose last action is "
+            "repeated 0..100 times; its argmax is 'frequent' (most frequent in the "
+            "context), 'greedy' (best empirical mean) or 'other'. A model with "
+            "frequency bias picks the frequent action more, and with lower "
+            "entropy, as repetitions grow.",
         )
         rows = []
         for result in results:
@@ -534,13 +521,12 @@ class ReportBuilder:
                 rows,
             ),
         )
-        self.add(
-            Heading(3, "Repetitions and entropy"),
-            Paragraph(
-                "Correlation between the target action's repetitions and the "
-                "entropy of the model's action distribution; a negative r is a model "
-                "that grows surer the more often an action repeats."
-            ),
+        self.heading(
+            3,
+            "Repetitions and entropy",
+            "Correlation between the target action's repetitions and the "
+            "entropy of the model's action distribution; a negative r is a model "
+            "that grows surer the more often an action repeats.",
         )
         self.add(
             Table(
@@ -594,17 +580,10 @@ class ReportBuilder:
         panels = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
         for axes, result in zip(panels, results, strict=True):
             buckets = list(result.data["buckets"])
-            bottom = np.zeros(len(buckets))
-            for name in BIAS_CLASSES:
-                shares = np.nan_to_num([result.data["buckets"][b][name] for b in buckets])
-                axes.bar(
-                    np.arange(len(buckets)),
-                    shares,
-                    bottom=bottom,
-                    label=name,
-                    color=BIAS_COLOURS[name],
-                )
-                bottom += shares
+            shares = {
+                name: [result.data["buckets"][b][name] for b in buckets] for name in BIAS_CLASSES
+            }
+            stacked_bars(axes, shares, BIAS_COLOURS)
             axes.set_xticks(np.arange(len(buckets)), buckets)
             axes.set_title(
                 f"{result.name}\n{short_env(str(result.data['env_id']))}", fontsize="small"
@@ -621,14 +600,13 @@ class ReportBuilder:
         results = [r for s in self.sources for r in s.knowing_doing]
         if not results:
             return
-        self.add(
-            Heading(2, "Knowing-doing gap"),
-            Paragraph(
-                "Rows: whether the UCB values the model wrote pick the same action "
-                "as the true UCB values (knowing); columns: whether its action was "
-                "UCB-optimal, greedy or other (doing); cells are % of all actions. "
-                "Mass in 'correct' but not 'optimal' is knowing without doing."
-            ),
+        self.heading(
+            2,
+            "Knowing-doing gap",
+            "Rows: whether the UCB values the model wrote pick the same action "
+            "as the true UCB values (knowing); columns: whether its action was "
+            "UCB-optimal, greedy or other (doing); cells are % of all actions. "
+            "Mass in 'correct' but not 'optimal' is knowing without doing.",
         )
         self.add(
             Table(
