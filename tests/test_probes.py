@@ -19,6 +19,7 @@ from agentbench.agent.context import ContextSettings, build_context
 from agentbench.agent.llm import LLMAgent
 from agentbench.agent.parsing import format_action
 from agentbench.analysis.frequency_bias import (
+    BUCKETS,
     FrequencyBiasResult,
     FrequencyPoint,
     bucket_of,
@@ -52,7 +53,9 @@ from agentbench.testing.planted import (
     FrequencyBiasedModel,
     GreedyModel,
     KnowingButGreedyModel,
+    ShareCopierModel,
     UCBModel,
+    UniformModel,
     read_prompt,
 )
 
@@ -143,16 +146,22 @@ def test_written_ucb_values_read_back_and_continuous_labels_match() -> None:
 # ---------------------------------------------------------------- classification rules
 
 
-def test_frequency_classes_frequent_and_greedy_counts_as_greedy() -> None:
+def test_frequency_classes_keep_copying_apart_from_greed_and_ties() -> None:
     counts = np.array([3, 1, 0])
-    assert classify_argmax(0, counts, np.array([2.7, 0.1, 0.0])) == "greedy"  # most frequent, best
-    assert classify_argmax(0, counts, np.array([0.0, 0.5, 0.0])) == "frequent"
-    assert classify_argmax(1, counts, np.array([0.0, 0.5, 0.0])) == "greedy"
-    assert classify_argmax(1, counts, np.array([2.7, 0.1, 0.0])) == "other"
-    assert classify_argmax(2, counts, np.array([0.0, -5.0, 0.0])) == "other"  # untried
-    assert classify_argmax(0, np.zeros(3), np.zeros(3)) == "other"  # no history: nothing frequent
-    tied = np.array([2, 2, 0])  # every action tied for the highest count is frequent
-    assert classify_argmax(0, tied, np.array([0.0, 2.0, 0.0])) == "frequent"
+    bad_target = np.array([0.0, 0.5, 0.0])  # the target (0) is not the best mean
+    good_target = np.array([2.7, 0.1, 0.0])
+    assert classify_argmax(0, 0, counts, bad_target) == "frequent"
+    assert classify_argmax(0, 0, counts, good_target) == "frequent_and_greedy"
+    assert classify_argmax(1, 0, counts, bad_target) == "greedy"
+    assert classify_argmax(1, 0, counts, good_target) == "other"
+    assert classify_argmax(2, 0, counts, np.array([0.0, -5.0, 0.0])) == "other"  # untried
+    # the most frequent action is not the target: following it is not "frequent"
+    assert classify_argmax(0, 1, counts, bad_target) == "other"
+    assert classify_argmax(0, 0, np.zeros(3), np.zeros(3)) == "other"  # no history
+    tied = np.array([2, 2, 0])  # a count tie is its own case, whether greedy or not
+    assert classify_argmax(0, 0, tied, np.array([0.0, 2.0, 0.0])) == "tie"
+    assert classify_argmax(1, 0, tied, np.array([0.0, 2.0, 0.0])) == "tie"
+    assert classify_argmax(2, 0, tied, np.array([0.0, 2.0, 0.0])) == "other"
 
 
 def test_bucket_edges_are_inclusive() -> None:
@@ -236,11 +245,13 @@ def test_frequency_probe_reports_the_planted_copier(frequency_results) -> None:
     data = result.to_dict()
     assert data["forward_passes"] == 24 * 21 == len(data["points"])
     buckets = data["buckets"]
-    # The copier's argmax is the most frequent action; the probe calls it "frequent"
-    # unless it happens to be the best mean too (then "greedy"), never "other".
+    # The copier's argmax is the most frequent action; once the target is repeated 10
+    # times it is uniquely the most frequent (prefixes are at most 10 steps), so the
+    # probe calls it "frequent", or "frequent_and_greedy" where it is the best mean too.
+    copied = [p for p in data["points"] if p["repetitions"] >= 10]
+    assert all(p["argmax"] == p["target"] for p in copied)
+    assert {p["class"] for p in copied} == {"frequent", "frequent_and_greedy"}
     assert buckets["90-100"]["frequent"] > 0.6
-    assert all(row["other"] == 0.0 for row in buckets.values())
-    assert all(p["argmax"] == p["target"] for p in data["points"] if p["repetitions"] >= 10)
     # ... and it grows more certain as the target is repeated.
     entropy = [buckets[name]["mean_entropy"] for name in ("0-10", "45-55", "90-100")]
     assert entropy[0] > entropy[1] > entropy[2]
@@ -256,11 +267,38 @@ def test_frequency_probe_does_not_call_greedy_or_ucb_models_frequent(frequency_r
         assert top["frequent"] < 0.2 < copier, key
     # pure exploitation is greedy; trying untried arms first (prefixes of <= 10 steps on
     # 10 arms leave some untried) is neither greedy nor frequent
-    assert frequency_results["greedy_no_tries"].buckets()["90-100"]["greedy"] > 0.9
+    exploits = frequency_results["greedy_no_tries"].buckets()["90-100"]
+    assert exploits["greedy"] + exploits["frequent_and_greedy"] > 0.9
     assert frequency_results["greedy"].buckets()["90-100"]["other"] > 0.9
     assert frequency_results["ucb"].buckets()["90-100"]["other"] > 0.9
     # their distributions do not depend on repetitions: no correlation to report
     assert frequency_results["ucb"].correlation()["pearson_r"] is None
+
+
+@pytest.fixture(scope="module")
+def copy_rate_results() -> dict[str, FrequencyBiasResult]:
+    models = {"copier": ShareCopierModel(), "uniform": UniformModel()}
+    return {key: run_frequency_bias_probe(m, progress=False) for key, m in models.items()}
+
+
+def test_a_copiers_frequent_share_rises_with_repetitions_and_a_uniform_models_does_not(
+    copy_rate_results,
+) -> None:
+    # The share copier copies the most frequent action with probability equal to its
+    # share of the history: about 0.3 with no repetitions, above 0.9 at 90-100.
+    names = list(BUCKETS)
+    copier = [copy_rate_results["copier"].buckets()[name]["frequent"] for name in names]
+    uniform = [copy_rate_results["uniform"].buckets()[name]["frequent"] for name in names]
+    assert copier[0] < copier[1] and copier[0] < copier[2]
+    assert copier[2] - copier[0] > 0.25
+    top = copy_rate_results["copier"].buckets()["90-100"]
+    assert top["frequent"] + top["frequent_and_greedy"] > 0.85
+    # A model that ignores the history picks the target about 1 time in 10, at every count.
+    assert max(uniform) < 0.2
+    assert max(uniform) - min(uniform) < 0.15
+    # With no repetitions, ties are common and reported apart, not as copying.
+    at_zero = [p for p in copy_rate_results["uniform"].points if p.repetitions == 0]
+    assert any(p.category == "tie" for p in at_zero)
 
 
 def test_frequency_probe_histories_are_one_episode_sliced_with_one_score_call_per_chunk() -> None:

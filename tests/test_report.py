@@ -354,6 +354,11 @@ def test_probe_results_from_the_real_probes_read_into_the_report(tmp_path: Path)
     buckets = {r[3]: r for r in _table_rows(_section(markdown, "### Argmax class per"))}
     expected = bias.to_dict()["buckets"]["90-100"]
     assert buckets["90-100"][4:6] == [str(expected["n"]), f"{expected['frequent']:.2f}"]
+    assert buckets["90-100"][6:8] == [
+        f"{expected['frequent_and_greedy']:.2f}",
+        f"{expected['tie']:.2f}",
+    ]
+    assert "written before the tie" not in markdown
     (summary,) = _table_rows(_section(markdown, "## Knowing-doing gap"))
     assert summary[3:5] == ["10", f"{100 * gap.knowing_rate:.1f}%"]
     cells = _table_rows(_section(markdown, "### planted: "))
@@ -378,3 +383,13 @@ def test_undefined_probe_numbers_show_as_na(tmp_path: Path) -> None:
     paths = write_report([folder], tmp_path / "out")
     (summary,) = _table_rows(_section(paths.markdown.read_text(), "## Knowing-doing gap"))
     assert summary[3:5] == ["0", "n/a"]
+
+
+def test_a_frequency_result_from_before_the_tie_cases_is_marked_in_the_report(report) -> None:
+    _, paths = report
+    section = _section(paths.markdown.read_text(encoding="utf-8"), "### Argmax class per")
+    assert "probes: written before the tie and frequent_and_greedy cases existed" in section
+    header = next(line for line in section.splitlines() if line.startswith("| source"))
+    assert "frequent and greedy" in header and "tie" in header
+    rows = {r[3]: r for r in _table_rows(section)}
+    assert rows["90-100"][5:8] == ["0.90", "n/a", "n/a"]  # frequent; the cases it lacks

@@ -7,16 +7,23 @@ the context with ONE scoring call (the log-prob of ``ACTION=label``),
 normalise over the labels, and record the entropy of that action
 distribution and its argmax. The argmax is classified as
 
+- "frequent": the target, when the target is the unique most frequent action
+  in the context and not among the best empirical means;
+- "frequent_and_greedy": the target, the unique most frequent action, and
+  among the best empirical means: copying and exploiting agree, so it is its
+  own case rather than evidence for either;
+- "tie": one of several actions tied for the highest count (with no
+  repetitions a prefix often has such ties; picking one of them shows neither
+  copying nor its absence);
 - "greedy": among the best empirical means of the tried actions
-  (``metrics.greedy_actions``); frequent-and-greedy counts as greedy, so
-  "frequent" is only ever reported where copying and exploiting disagree;
-- "frequent": the most frequent action in the context (ties all count);
-- "other": anything else (e.g. an untried action).
+  (``metrics.greedy_actions``), and none of the above;
+- "other": anything else (an untried action, a worse one, or a most frequent
+  action that is not the target).
 
 A frequency-biased model shows a growing "frequent" share and a falling
-entropy as r grows. Reported: the class fractions and mean entropy in the
-repetition buckets 0-10, 45-55 and 90-100 (inclusive), and the correlation of
-repetitions with entropy over all points.
+entropy as r grows; a model that ignores counts does not. Reported: the class
+fractions and mean entropy in the repetition buckets 0-10, 45-55 and 90-100
+(inclusive), and the correlation of repetitions with entropy over all points.
 
 Decisions:
 
@@ -59,7 +66,7 @@ DEFAULT_PREFIX_LENGTHS = tuple(range(2, 11))
 DEFAULT_REPETITIONS = tuple(range(0, 101, 5))
 # Repetition buckets of the report, both ends inclusive.
 BUCKETS: dict[str, tuple[int, int]] = {"0-10": (0, 10), "45-55": (45, 55), "90-100": (90, 100)}
-CLASSES = ("frequent", "greedy", "other")
+CLASSES = ("frequent", "frequent_and_greedy", "tie", "greedy", "other")
 
 
 # ---------------------------------------------------------------- histories (shared)
@@ -131,14 +138,18 @@ def check_positive(name: str, value: int) -> int:
 # ---------------------------------------------------------------- classification
 
 
-def classify_argmax(action: int, counts: np.ndarray, sums: np.ndarray) -> str:
-    """The class of the argmax action: greedy, frequent or other (see the module docstring)."""
+def classify_argmax(action: int, target: int, counts: np.ndarray, sums: np.ndarray) -> str:
+    """The class of the argmax ``action`` after a history whose repeated action is
+    ``target`` (pull ``counts`` and reward ``sums`` as shown); see the module docstring."""
     counts = np.asarray(counts)
-    if action in greedy_actions(empirical_means(counts, sums)):
-        return "greedy"
-    if counts[action] > 0 and counts[action] == counts.max():
-        return "frequent"
-    return "other"
+    greedy = action in greedy_actions(empirical_means(counts, sums))
+    most = counts.max() if counts.size else 0
+    most_frequent = np.flatnonzero(counts == most) if most > 0 else np.array([], dtype=int)
+    if action == target and most_frequent.tolist() == [target]:
+        return "frequent_and_greedy" if greedy else "frequent"
+    if len(most_frequent) > 1 and action in most_frequent:
+        return "tie"
+    return "greedy" if greedy else "other"
 
 
 def bucket_of(repetitions: int) -> str | None:
@@ -169,7 +180,7 @@ class FrequencyPoint:
     target: int  # the repeated action
     entropy: float  # nats, of the action distribution normalised over the labels
     argmax: int
-    category: str  # "frequent", "greedy" or "other"
+    category: str  # one of CLASSES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +255,7 @@ class FrequencyBiasResult:
             "env_id": self.env_id,
             "seed": self.seed,
             "forward_passes": self.forward_passes,
+            "classes": list(CLASSES),  # files written before the tie and overlap cases lack it
             "points": [p.to_dict() for p in self.points],
             "buckets": self.buckets(),
             "correlation": self.correlation(),
@@ -325,7 +337,7 @@ def run_frequency_bias_probe(
                     case.target,
                     entropy,
                     argmax,
-                    classify_argmax(argmax, counts, sums),
+                    classify_argmax(argmax, case.target, counts, sums),
                 )
             )
         bar.update(len(chunk))

@@ -11,18 +11,23 @@ probe, and played through the real runner as ``LLMAgent(GreedyModel())``,
 where the greediness metrics measure it like any other agent.
 
 - :class:`FrequencyBiasedModel` copies the most frequent action in its context.
+- :class:`ShareCopierModel` copies it with a probability equal to its share of
+  the history, so copying grows with repetitions; :class:`UniformModel` ignores
+  the history (no frequency bias to find).
 - :class:`GreedyModel` tries each arm once, then exploits the best empirical mean.
 - :class:`KnowingButGreedyModel` writes the correct UCB values when asked, then
   acts greedily anyway: the knowing-doing gap.
 - :class:`UCBModel` writes the correct UCB values and acts on them.
 
 Everything is deterministic: decisions depend on the prompt only (ties go to
-the first label), and generation ignores temperature and seeds, because the
+the first label; the two random models draw from a generator seeded by the
+history shown and their ``seed``), and generation ignores temperature and seeds, because the
 planted behaviour, not sampling noise, is what a validation test checks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from abc import ABC, abstractmethod
@@ -233,6 +238,40 @@ class FrequencyBiasedModel(PlantedModel):
     def choose(self, prompt: BanditPrompt) -> int:
         counts, _ = prompt.statistics()
         return int(np.argmax(counts))
+
+
+def prompt_generator(prompt: BanditPrompt, seed: int) -> np.random.Generator:
+    """A generator seeded by ``seed`` and the history shown: one prompt, one draw."""
+    history = ";".join(f"{step.action}:{step.reward:.2f}" for step in prompt.history)
+    digest = hashlib.sha256(f"{seed}|{prompt.n_arms}|{history}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class UniformModel(PlantedModel):
+    """Ignores the history: a uniformly random action (the same one for the same prompt)."""
+
+    name = "planted:uniform"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def choose(self, prompt: BanditPrompt) -> int:
+        return int(prompt_generator(prompt, self.seed).integers(prompt.n_arms))
+
+
+class ShareCopierModel(UniformModel):
+    """Copies the most frequent action (ties: first in label order) with a probability
+    equal to its share of the history, else acts as :class:`UniformModel`: the more an
+    action is repeated, the more it is copied, as in the frequency bias of small LLMs."""
+
+    name = "planted:share-copier"
+
+    def choose(self, prompt: BanditPrompt) -> int:
+        counts, _ = prompt.statistics()
+        draw = prompt_generator(prompt, self.seed)
+        if counts.sum() > 0 and draw.random() < counts.max() / counts.sum():
+            return int(np.argmax(counts))
+        return int(draw.integers(prompt.n_arms))
 
 
 class GreedyModel(PlantedModel):

@@ -19,7 +19,13 @@ FIGURE_SIZE = (8.0, 5.0)  # inches; at FIGURE_DPI an 800 x 500 image
 FIGURE_DPI = 100
 PALETTE = colormaps["tab10"]  # one colour per series, the same in every plot
 OUTCOME_COLOURS = {"win": "#2ca02c", "draw": "#9e9e9e", "loss": "#d62728"}
-BIAS_COLOURS = {"frequent": "#d62728", "greedy": "#ff7f0e", "other": "#1f77b4"}
+BIAS_COLOURS = {
+    "frequent": "#d62728",
+    "frequent_and_greedy": "#9467bd",
+    "tie": "#7f7f7f",
+    "greedy": "#ff7f0e",
+    "other": "#1f77b4",
+}
 
 
 class PlotWriter:

@@ -485,9 +485,11 @@ class ReportBuilder:
             2,
             "Frequency bias",
             "The model scores every action after histories whose last action is "
-            "repeated 0..100 times; its argmax is 'frequent' (most frequent in the "
-            "context), 'greedy' (best empirical mean) or 'other'. A model with "
-            "frequency bias picks the frequent action more, and with lower "
+            "repeated 0..100 times; its argmax is 'frequent' (the repeated action, "
+            "uniquely the most frequent in the context), 'frequent_and_greedy' (that, "
+            "and also the best empirical mean), 'tie' (one of several actions tied for "
+            "the highest count), 'greedy' (best empirical mean) or 'other'. A model "
+            "with frequency bias picks the frequent action more, and with lower "
             "entropy, as repetitions grow.",
         )
         rows = []
@@ -513,14 +515,22 @@ class ReportBuilder:
                     "env",
                     "repetitions",
                     "n",
-                    "frequent",
-                    "greedy",
-                    "other",
+                    *(name.replace("_", " ") for name in BIAS_CLASSES),
                     "mean entropy",
                 ],
                 rows,
             ),
         )
+        earlier = sorted({r.source for r in results if "classes" not in r.data})
+        if earlier:
+            self.add(
+                Paragraph(
+                    f"{', '.join(earlier)}: written before the tie and frequent_and_greedy "
+                    "cases existed (a tie then counted as frequent, and frequent-and-greedy "
+                    "as greedy); those columns are n/a, and its frequent and greedy shares "
+                    "are not comparable with the other rows."
+                )
+            )
         self.heading(
             3,
             "Repetitions and entropy",
