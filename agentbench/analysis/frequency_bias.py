@@ -194,12 +194,22 @@ class FrequencyPoint:
 
 
 @dataclass
-class FrequencyBiasResult:
-    """All probe points, with the per-bucket summary and the correlation computed from them."""
+class ProbeRun:
+    """What every probe result names: the model probed, the env of its histories, the seed."""
 
     model: str
     env_id: str
     seed: int
+
+    def header(self, probe: str) -> dict[str, Any]:
+        """The first keys of the probe's JSON record."""
+        return {"probe": probe, "model": self.model, "env_id": self.env_id, "seed": self.seed}
+
+
+@dataclass
+class FrequencyBiasResult(ProbeRun):
+    """All probe points, with the per-bucket summary and the correlation computed from them."""
+
     points: list[FrequencyPoint]
 
     @property
@@ -250,10 +260,7 @@ class FrequencyBiasResult:
     def to_dict(self) -> dict[str, Any]:
         """The probe's JSON record (strict JSON: undefined numbers are None)."""
         return {
-            "probe": "frequency_bias",
-            "model": self.model,
-            "env_id": self.env_id,
-            "seed": self.seed,
+            **self.header("frequency_bias"),
             "forward_passes": self.forward_passes,
             "classes": list(CLASSES),  # files written before the tie and overlap cases lack it
             "points": [p.to_dict() for p in self.points],

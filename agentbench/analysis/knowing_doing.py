@@ -42,6 +42,7 @@ from agentbench.agent.context import ContextSettings, build_context
 from agentbench.agent.parsing import PLACEHOLDER, format_action, normalise_label, parse_action
 from agentbench.analysis.frequency_bias import (
     PROBE_ENV_ID,
+    ProbeRun,
     bandit_env,
     batched,
     check_positive,
@@ -228,12 +229,9 @@ class KnowingDoingRecord:
 
 
 @dataclass
-class KnowingDoingResult:
+class KnowingDoingResult(ProbeRun):
     """All judged records, with the 2x3 table and the rates computed from them."""
 
-    model: str
-    env_id: str
-    seed: int
     ucb_c: float
     records: list[KnowingDoingRecord]
 
@@ -273,10 +271,7 @@ class KnowingDoingResult:
     def to_dict(self) -> dict[str, Any]:
         """The probe's JSON record; infinite UCB values are null (JSON has no inf)."""
         return {
-            "probe": "knowing_doing",
-            "model": self.model,
-            "env_id": self.env_id,
-            "seed": self.seed,
+            **self.header("knowing_doing"),
             "ucb_c": self.ucb_c,
             "n": self.n,
             "table": self.table(),
