@@ -311,14 +311,15 @@ class TransformersGenerator:
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for chunk in _batched(order, self.settings.max_batch_size):
-            rows = [prompt_ids[i] for i in chunk]
-            row_seeds = [seeds[i] for i in chunk]
-            if columns:
-                generations = self._generate_columns(
-                    rows, config, row_seeds, stops, self.prefix_pool if reuse else None, kept
-                )
+            rows = _Rows(self, [prompt_ids[i] for i in chunk], config, stops)
+            generators = [torch.Generator().manual_seed(int(seeds[i]) % 2**63) for i in chunk]
+            if config.max_new_tokens == 0:
+                generations = rows.generations()
+            elif columns:
+                pool = self.prefix_pool if reuse else None
+                generations = self._generate_columns(rows, config, generators, pool, kept)
             else:
-                generations = self._generate_batch(rows, config, row_seeds, stops)
+                generations = self._generate_batch(rows, config, generators)
             for i, generation in zip(chunk, generations, strict=True):
                 results[i] = generation
         if reuse:
@@ -337,19 +338,11 @@ class TransformersGenerator:
         return getattr(self.model.config, "_attn_implementation", "eager") in MASKABLE
 
     def _generate_batch(
-        self,
-        prompt_ids: list[list[int]],
-        config: GenerationConfig,
-        seeds: Sequence[int],
-        stops: tuple[str, ...],
+        self, rows: _Rows, config: GenerationConfig, generators: list[torch.Generator]
     ) -> list[Generation]:
         """The plain path: a full left-padded prefill, then a cache grown by concatenation
         (``static_cache=False``, or a model whose attention takes no custom mask)."""
-        rows = _Rows(self, prompt_ids, config, stops)
-        if config.max_new_tokens == 0:
-            return rows.generations()
-        generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
-
+        prompt_ids = rows.prompt_ids
         out, mask, positions = self._prefill(prompt_ids)
         self.counters["prefilled_tokens"] += sum(len(ids) for ids in prompt_ids)
         cache, logits = _output_cache(out), out.logits[:, -1, :]
@@ -386,10 +379,9 @@ class TransformersGenerator:
 
     def _generate_columns(
         self,
-        prompt_ids: list[list[int]],
+        rows: _Rows,
         config: GenerationConfig,
-        seeds: Sequence[int],
-        stops: tuple[str, ...],
+        generators: list[torch.Generator],
         pool: PrefixPool | None,
         kept: list[CachedPrefix],
     ) -> list[Generation]:
@@ -400,12 +392,9 @@ class TransformersGenerator:
         follow, one column per step for all live rows. Appends this batch's prefixes
         to ``kept`` for the next call.
         """
-        rows = _Rows(self, prompt_ids, config, stops)
-        if config.max_new_tokens == 0:
-            return rows.generations()
+        prompt_ids = rows.prompt_ids
         n = len(prompt_ids)
         device = self.device
-        generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
         arrays = [np.asarray(ids, dtype=np.int64) for ids in prompt_ids]
         matches = [pool.match(ids) if pool is not None else (None, 0) for ids in arrays]
         matches = self._share_common_prefix(arrays, matches)
