@@ -27,6 +27,7 @@ from agentbench.io import write_json
 from agentbench.settings import HELP, default_text, settings_help_text
 from agentbench.suite import (
     Suite,
+    SuiteEnv,
     agent_label,
     builtin_suites,
     load_suite,
@@ -317,6 +318,16 @@ def _key_values(items: Sequence[str] | None) -> dict[str, Any]:
     return result
 
 
+def _name_and_settings(text: str, option: str) -> tuple[str, dict[str, Any]]:
+    """``NAME,KEY=VALUE,...`` (an --agent or --env value) as the name and its settings."""
+    name, *items = text.split(",")
+    if not name or "=" in name:
+        raise ConfigError(
+            f"{option} {text!r}: expected NAME or NAME,KEY=VALUE,... (the name comes first)"
+        )
+    return name, _key_values(items)
+
+
 def _check_at_least(args: argparse.Namespace, **minimums: int) -> None:
     """A one-line error for an integer option below its minimum (a negative --seed, ...)."""
     for name, minimum in minimums.items():
@@ -334,7 +345,7 @@ def _describe_flag_run(suite: Suite, base: str, suite_given: bool, flags: list[s
     """
     labels = ", ".join(agent_label(spec) for spec in suite.agents)
     agents = ("Agents " if len(suite.agents) > 1 else "Agent ") + labels
-    envs = ", ".join(env_id.removeprefix("agentbench/") for env_id in suite.env_ids)
+    envs = ", ".join(env.name.removeprefix("agentbench/") for env in suite.envs)
     if flags == ["--agent"]:
         text = f"{agents} (from --agent) on the envs of suite `{base}`: {envs}."
     elif flags == ["--env"]:
@@ -352,10 +363,13 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     base = suite.name
     flags = []
     if args.agent:
-        suite.agents = [{"name": name} for name in args.agent]
+        suite.agents = [
+            {"name": name, **settings}
+            for name, settings in (_name_and_settings(text, "--agent") for text in args.agent)
+        ]
         flags.append("--agent")
     if args.env:
-        suite.env_ids = list(args.env)
+        suite.envs = [SuiteEnv(*_name_and_settings(text, "--env")) for text in args.env]
         flags.append("--env")
     if flags:
         _describe_flag_run(suite, base, args.suite is not None, flags)
@@ -580,9 +594,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="built-in suite name or TOML file (default: default)",
     )
     run.add_argument(
-        "--agent", action="append", help="agent name, replaces the suite's (repeatable)"
+        "--agent",
+        action="append",
+        metavar="NAME[,KEY=VALUE...]",
+        help="agent and its options, replaces the suite's (repeatable), e.g. "
+        "llm,model=smollm2-135m-instruct,answer_forcing=true",
     )
-    run.add_argument("--env", action="append", help="env id, replaces the suite's (repeatable)")
+    run.add_argument(
+        "--env",
+        action="append",
+        metavar="ID[,KEY=VALUE...]",
+        help="env id and its settings, replaces the suite's (repeatable), e.g. "
+        "agentbench/TicTacToe-random-v0,agent_side=O",
+    )
     run.add_argument("--episodes", type=int, help="episodes per (agent, env)")
     run.add_argument("--seed", type=int, help="first episode seed")
     run.add_argument("--num-envs", type=int, help="envs played at once (default 64)")

@@ -437,20 +437,22 @@ def summarize(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> di
 
 
 def group_episodes(episodes: Sequence[Episode]) -> dict[tuple[str, str], list[Episode]]:
-    """Episodes by (agent, env_id), groups sorted by key, episodes by seed within a group.
+    """Episodes by (agent, env name: the id with any settings), groups sorted by key,
+    episodes by seed within a group.
 
     Sorting makes summaries independent of the order in which episodes finished.
     """
     groups: dict[tuple[str, str], list[Episode]] = {}
     for episode in episodes:
-        groups.setdefault((episode.agent, episode.env_id), []).append(episode)
+        groups.setdefault((episode.agent, episode.env_name), []).append(episode)
     return {key: sorted(groups[key], key=lambda ep: ep.seed) for key in sorted(groups)}
 
 
 def summarize_run(
     episodes: Sequence[Episode], confidence: float = CONFIDENCE
 ) -> list[dict[str, Any]]:
-    """One :func:`summarize` row per (agent, env_id), with ``agent``, ``env_id``, ``family``."""
+    """One :func:`summarize` row per (agent, env), with ``agent``, ``env_id`` (the env's
+    name: its id, with the settings a suite gave it, :func:`records.env_label`), ``family``."""
     rows = []
     for (agent, env_id), group in group_episodes(episodes).items():
         families = sorted({ep.family for ep in group})

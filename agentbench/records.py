@@ -64,9 +64,14 @@ class Episode:
     agent_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def env_name(self) -> str:
+        """The env id, with the settings it was made with (:func:`env_label`)."""
+        return env_label(self.env_id, self.env_kwargs)
+
+    @property
     def key(self) -> tuple[str, str, int]:
         """Identity of an episode within a run: resuming skips keys already on disk."""
-        return (self.agent, self.env_id, self.seed)
+        return (self.agent, self.env_name, self.seed)
 
     @property
     def total_reward(self) -> float:
@@ -84,6 +89,14 @@ class Episode:
         data = dict(data)
         data["steps"] = [Step(**_current_step(step)) for step in data.get("steps", [])]
         return cls(**data)
+
+
+def env_label(env_id: str, kwargs: dict[str, Any] | None = None) -> str:
+    """The name an env's episodes are grouped under: its id, plus any settings it was made
+    with, as agent labels are (``agentbench/TicTacToe-random-v0(agent_side=O)``)."""
+    if not kwargs:
+        return env_id
+    return f"{env_id}({','.join(f'{key}={value}' for key, value in kwargs.items())})"
 
 
 # Step fields that older records hold and this version no longer writes. ``shaping``:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from agentbench.agent.interface import Agent
-from agentbench.envs import get_preset, list_envs
+from agentbench.envs import get_preset, list_envs, make
 from agentbench.errors import AgentbenchError, ConfigError
 from agentbench.io import read_json, read_toml, write_atomic, write_json
 from agentbench.models.interface import GenerationError
-from agentbench.records import Episode, EpisodeWriter, read_episodes
+from agentbench.records import Episode, EpisodeWriter, env_label, read_episodes, to_jsonable
 from agentbench.rollout import rollout
 from agentbench.settings import config_from_dict, setting
 
@@ -46,11 +46,33 @@ LOCK_FILE = "run.lock"
 
 
 @dataclass
+class SuiteEnv:
+    """One env of a suite: a registered id and the settings (keyword arguments) it is made
+    with; episodes are grouped under :attr:`name`, the id with those settings."""
+
+    id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return env_label(self.id, to_jsonable(self.kwargs))
+
+    def validate(self) -> None:
+        """ConfigError for an unknown id, or settings the env does not take."""
+        get_preset(self.id)
+        if not isinstance(self.kwargs, dict):
+            raise ConfigError(f"env {self.id}: kwargs must be a table, got {self.kwargs!r}")
+        if not self.kwargs:
+            return
+        make(self.id, **self.kwargs).close()  # one line naming a setting the env lacks
+
+
+@dataclass
 class Suite:
-    """What to run: env ids, agents, and the seeds of the episodes."""
+    """What to run: envs (ids with their settings), agents, and the seeds of the episodes."""
 
     name: str
-    env_ids: list[str]
+    envs: list[SuiteEnv]
     agents: list[dict[str, Any]]  # each {"name": ..., **agent kwargs}
     episodes: int = 64  # episodes per (agent, env); seeds seed .. seed + episodes - 1
     seed: int = 0
@@ -61,17 +83,26 @@ class Suite:
     def seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.episodes))
 
+    @property
+    def env_ids(self) -> list[str]:
+        """The registered ids of the suite's envs (an id twice when it has two settings)."""
+        return [env.id for env in self.envs]
+
     def validate(self) -> Suite:
         for name, minimum in (("episodes", 1), ("seed", 0), ("num_envs", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-        if not self.env_ids:
+        if not self.envs:
             raise ConfigError(f"suite {self.name!r} selects no envs")
         if not self.agents:
             raise ConfigError(f"suite {self.name!r} names no agents")
-        for env_id in self.env_ids:
-            get_preset(env_id)  # ConfigError for an unknown id
+        names = [env.name for env in self.envs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ConfigError(f"suite {self.name!r} lists {', '.join(twice)} more than once")
+        for env in self.envs:
+            env.validate()
         return self
 
 
@@ -108,23 +139,28 @@ class SuiteFile:
         help='agent names or tables, e.g. "ucb" or { name = "llm", model = "...", budget = 64 }',
     )
     envs: list[Any] = setting(
-        factory=list, help='env ids or tables: { id = "..." } or { pattern = "agentbench/*-v0" }'
+        factory=list,
+        help=(
+            'env ids or tables: { id = "..." } or { pattern = "agentbench/*-v0" }, either with '
+            'kwargs = { ... }, the env\'s settings (e.g. { agent_side = "O" } or '
+            "{ horizon = 100 }); one id may appear with several settings"
+        ),
     )
 
 
 def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite:
     """A validated Suite from a suite file's table (:class:`SuiteFile` keys)."""
     keys = config_from_dict(SuiteFile, data, "suite")  # unknown keys, wrong types
-    env_ids: list[str] = []
+    envs: list[SuiteEnv] = []
     for entry in keys.envs:
-        for env_id in _select_envs(entry):
-            if env_id not in env_ids:
-                env_ids.append(env_id)
+        for env in _select_envs(entry):
+            if env.name not in [known.name for known in envs]:
+                envs.append(env)
     agents = [_agent_spec(entry) for entry in keys.agents]
     suite = Suite(
         name=keys.name or default_name,
         description=keys.description,
-        env_ids=env_ids,
+        envs=envs,
         agents=agents,
         episodes=keys.episodes,
         seed=keys.seed,
@@ -133,25 +169,37 @@ def suite_from_dict(data: dict[str, Any], default_name: str = "custom") -> Suite
     return suite.validate()
 
 
-def _select_envs(entry: dict[str, Any] | str) -> list[str]:
+ENV_ENTRY_KEYS = ("id", "pattern", "kwargs")
+
+
+def _select_envs(entry: dict[str, Any] | str) -> list[SuiteEnv]:
     if isinstance(entry, str):
         entry = {"id": entry}
     if not isinstance(entry, dict):
         raise ConfigError(
             f"an envs entry must be an env id or a table with 'id' or 'pattern', got {entry!r}"
         )
+    unknown = [key for key in entry if key not in ENV_ENTRY_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in envs entry {entry!r}; accepted are "
+            f"{', '.join(ENV_ENTRY_KEYS)}"
+        )
     for key in ("id", "pattern"):
         if key in entry and not isinstance(entry[key], str):
             raise ConfigError(f"an envs entry's {key!r} must be a string, got {entry[key]!r}")
+    kwargs = entry.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"an envs entry's 'kwargs' must be a table, got {kwargs!r}")
     if "id" in entry:
-        return [entry["id"]]
+        return [SuiteEnv(entry["id"], dict(kwargs))]
     if "pattern" in entry:
         matched = [p.env_id for p in list_envs() if fnmatch.fnmatchcase(p.env_id, entry["pattern"])]
         if not matched:
             raise ConfigError(
                 f"env pattern {entry['pattern']!r} matches no registered id (see `agentbench envs`)"
             )
-        return matched
+        return [SuiteEnv(env_id, dict(kwargs)) for env_id in matched]
     raise ConfigError(f"an [[envs]] entry needs 'id' or 'pattern', got {entry!r}")
 
 
@@ -254,13 +302,13 @@ def _run_locked(
         options = {k: v for k, v in spec.items() if k not in RUNNER_KEYS}
         agents.append((agent_label(spec), make_agent(**options), seeds))
     pairs, skipped = [], []
-    for env_id in suite.env_ids:
-        family = get_preset(env_id).family
+    for env in suite.envs:
+        family = get_preset(env.id).family
         for label, agent, seeds in agents:
             target = pairs if agent.supports(family) else skipped
-            target.append((label, agent, env_id, seeds))
-    total = sum(1 for label, _, env_id, seeds in pairs for seed in seeds
-                if (label, env_id, seed) not in done)  # fmt: skip
+            target.append((label, agent, env, seeds))
+    total = sum(1 for label, _, env, seeds in pairs for seed in seeds
+                if (label, env.name, seed) not in done)  # fmt: skip
 
     bar = _progress_bar(total, f"suite {suite.name}", "ep", enabled=progress)
     # A second line that moves at every step: an LLM agent's episodes all end together,
@@ -268,12 +316,12 @@ def _run_locked(
     step_bar = _progress_bar(None, "env steps", "step", enabled=progress)
     played = 0
     with EpisodeWriter(episodes_path) as writer:
-        for label, agent, env_id, seeds in pairs:
+        for label, agent, env, seeds in pairs:
             agent.name = label
-            missing = [seed for seed in seeds if (label, env_id, seed) not in done]
+            missing = [seed for seed in seeds if (label, env.name, seed) not in done]
             if not missing:
                 continue
-            bar.set_postfix_str(f"{label} on {env_id.split('/')[-1]}")
+            bar.set_postfix_str(f"{label} on {env.name.split('/')[-1]}")
 
             def record(episode: Episode) -> None:
                 nonlocal played
@@ -282,8 +330,8 @@ def _run_locked(
                 bar.update(1)
 
             try:
-                rollout(agent, env_id, missing, num_envs=suite.num_envs, on_episode=record,
-                        on_step=step_bar.update)  # fmt: skip
+                rollout(agent, env.id, missing, num_envs=suite.num_envs, env_kwargs=env.kwargs,
+                        on_episode=record, on_step=step_bar.update)  # fmt: skip
             except GenerationError as error:
                 bar.close()
                 step_bar.close()
@@ -299,7 +347,7 @@ def _run_locked(
     write_json(out_dir / METRICS_FILE, metrics)
     write_atomic(out_dir / SUMMARY_FILE, summary_markdown(suite, metrics))
     return RunResult(out_dir, episodes, metrics, played,
-                     [(label, env_id) for label, _, env_id, _ in skipped])  # fmt: skip
+                     [(label, env.name) for label, _, env, _ in skipped])  # fmt: skip
 
 
 class RunDirectoryBusy(AgentbenchError):
@@ -382,6 +430,8 @@ def _read_run_config(path: Path) -> dict[str, Any]:
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
     """What decides which episodes a run holds: the suite without its name and description."""
     suite = {k: v for k, v in config["suite"].items() if k not in ("name", "description")}
+    if "env_ids" in suite:  # written before envs took settings: ids without any
+        suite["envs"] = [{"id": env_id, "kwargs": {}} for env_id in suite.pop("env_ids")]
     return {"suite": suite, "seeds": config.get("seeds")}
 
 

@@ -578,3 +578,23 @@ def test_numpy_integer_actions_are_accepted() -> None:
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.int64(4))
     assert info[INFO_ACTION_LABEL] == env.action_labels()[4]
+
+
+def test_a_suite_plays_a_users_movielens_file(ml100k: dict[str, Path], tmp_path: Path) -> None:
+    from agentbench.cli import main
+    from agentbench.records import read_episodes
+
+    suite = tmp_path / "movielens.toml"
+    suite.write_text(
+        'name = "movielens"\nepisodes = 2\nnum_envs = 2\nagents = ["linucb", "random"]\n'
+        "[[envs]]\n"
+        'id = "agentbench/MovieLensBandit-v0"\n'
+        f'kwargs = {{ ratings_path = "{ml100k["ratings_path"]}", rank = {TRUE_RANK}, '
+        "min_ratings = 5, n_arms = 5, horizon = 6 }\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
+    episodes = read_episodes(out / "episodes.jsonl")
+    assert sorted({ep.agent for ep in episodes}) == ["linucb", "random"]
+    assert all(len(ep.steps) == 6 and ep.n_actions == 5 for ep in episodes)
+    assert all(ep.env_kwargs["ratings_path"] == str(ml100k["ratings_path"]) for ep in episodes)

@@ -17,6 +17,7 @@ from agentbench.records import EpisodeWriter
 from agentbench.rollout import play
 
 BANDIT = "agentbench/GaussianBandit-5arms-medium-button-v0"
+SHORT = f"{BANDIT}(horizon=20)"  # the bandit made with horizon 20: its episodes' env name
 TICTACTOE = "agentbench/TicTacToe-random-v0"
 
 
@@ -31,7 +32,7 @@ def test_differences_are_per_seed_on_the_shared_seeds_only() -> None:
     ucb, greedy, games = _episodes()
     comparisons = paired_comparisons([*ucb, *greedy, *games], "ucb")
     # tic-tac-toe has no ucb: left out; the bandit compares greedy on seeds 2..7
-    assert {c.env_id for c in comparisons} == {BANDIT}
+    assert {c.env_id for c in comparisons} == {SHORT}
     by_metric = {c.metric: c for c in comparisons}
     assert set(by_metric) == {"final_regret", "coverage", "greedy_fraction", "suffix_failure",
                               "return", "invalid_rate"}  # fmt: skip
@@ -83,7 +84,7 @@ def test_compare_from_the_command_line(tmp_path: Path, capsys) -> None:
                  "--out", str(out)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "| greedy | final_regret |" in printed
-    assert (out / "paired.md").read_text().startswith(f"### {BANDIT} (reference: ucb)")
+    assert (out / "paired.md").read_text().startswith(f"### {SHORT} (reference: ucb)")
     (row,) = json.loads((out / "paired.json").read_text())
     assert row["metric"] == "final_regret" and row["difference"]["n"] == 6
     assert main(["compare", str(run), "--reference", "thompson"]) == 2

@@ -133,7 +133,7 @@ def test_a_run_built_from_flags_is_described_by_what_it_ran(tmp_path: Path) -> N
     config = json.loads((out / "config.json").read_text())
     suite = config["suite"]
     assert suite["agents"] == [{"name": "ucb"}, {"name": "random"}]
-    assert suite["env_ids"] == [BANDIT] and suite["episodes"] == 3
+    assert suite["envs"] == [{"id": BANDIT, "kwargs": {}}] and suite["episodes"] == 3
     assert suite["name"] != "default"
     assert "SmolLM2" not in suite["description"] and "tic-tac-toe" not in suite["description"]
     assert "ucb" in suite["description"] and "random" in suite["description"]
@@ -147,3 +147,83 @@ def test_a_run_built_from_flags_is_described_by_what_it_ran(tmp_path: Path) -> N
     summary = (other / "summary.md").read_text()
     assert "SmolLM2" not in summary and "Suite `default`" not in summary
     assert "envs of suite `default`" in summary
+
+
+SETTINGS_SUITE = """
+name = "env-settings"
+episodes = 3
+num_envs = 3
+agents = ["random", { name = "epsilon-greedy", epsilon = 0.5 }]
+
+[[envs]]
+id = "agentbench/GaussianBandit-5arms-low-button-v0"
+
+[[envs]]
+id = "agentbench/GaussianBandit-5arms-low-button-v0"
+kwargs = { horizon = 7 }
+"""
+
+
+def test_a_suite_plays_one_env_id_with_two_settings_apart_and_resumes_them(
+    tmp_path: Path,
+) -> None:
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(SETTINGS_SUITE)
+    out = tmp_path / "run"
+    assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 0
+    episodes = read_episodes(out / "episodes.jsonl")
+    short = f"{BANDIT}(horizon=7)"
+    lengths = {(ep.env_name, len(ep.steps)) for ep in episodes}
+    assert lengths == {(BANDIT, 50), (short, 7)}
+    assert {ep.env_id for ep in episodes} == {BANDIT}  # the id stays the registered one
+    assert all(ep.env_kwargs == {"horizon": 7} for ep in episodes if ep.env_name == short)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted({row["env_id"] for row in metrics}) == [BANDIT, short]
+    assert {row["n_episodes"] for row in metrics} == {3}
+    assert short.removeprefix("agentbench/") in (out / "summary.md").read_text()
+    # Resuming finds all 12 episodes on disk, for both settings.
+    before = (out / "episodes.jsonl").read_text()
+    assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "episodes.jsonl").read_text() == before
+
+
+def test_env_settings_from_the_command_line_and_agent_options(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "--env", f"{BANDIT},horizon=4", "--agent", "epsilon-greedy,epsilon=1.0",
+                 "--episodes", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    suite = json.loads((out / "config.json").read_text())["suite"]
+    assert suite["envs"] == [{"id": BANDIT, "kwargs": {"horizon": 4}}]
+    assert suite["agents"] == [{"name": "epsilon-greedy", "epsilon": 1.0}]
+    (episode, _) = read_episodes(out / "episodes.jsonl")
+    assert episode.agent == "epsilon-greedy(epsilon=1.0)" and len(episode.steps) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", f"{BANDIT},no_such_setting=1"], "takes no keyword argument 'no_such_setting'"),
+        (["--env", "horizon=4"], "the name comes first"),
+        (["--env", f"{BANDIT},horizon"], "is not KEY=VALUE"),
+        (["--agent", "epsilon-greedy,no_such_option=1"], "bad arguments"),
+    ],
+)
+def test_bad_env_settings_and_agent_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["run", *args, "--episodes", "1", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_a_run_written_before_envs_took_settings_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _tiny_run(out) == 0
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    envs = config["suite"].pop("envs")
+    config["suite"]["env_ids"] = [env["id"] for env in envs]  # the earlier layout
+    config_path.write_text(json.dumps(config))
+    before = (out / "episodes.jsonl").read_text()
+    assert _tiny_run(out) == 0
+    assert (out / "episodes.jsonl").read_text() == before

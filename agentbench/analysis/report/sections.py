@@ -109,7 +109,7 @@ class ReportBuilder:
             parts = []
             if source.episodes is not None:
                 agents = {ep.agent for ep in source.episodes}
-                envs = {ep.env_id for ep in source.episodes}
+                envs = {ep.env_name for ep in source.episodes}
                 parts.append(
                     f"run: {_count(len(source.episodes), 'episode')}, "
                     f"{_count(len(agents), 'agent')}, {_count(len(envs), 'env')}"
