@@ -104,6 +104,11 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     _check_at_least(args, seed=0, prefixes=1, repetition_step=1, histories=1, budget=1)
     out = Path(args.out)
     make_output_dir(out, "analysis directory")
+    own = None
+    if args.trajectories:
+        own = _agent_episodes(args.trajectories, args.env, args.agent)
+    elif args.agent:
+        raise ConfigError("--agent names whose episodes --trajectories takes; give --trajectories")
     backend = {"base_url": args.base_url} if args.base_url else {}
     generator = load_generator(args.model, **backend)
     for probe in args.probe or PROBES:
@@ -114,7 +119,8 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
                                               seed=args.seed)  # fmt: skip
         else:
             result = run_knowing_doing_probe(generator, env_id=args.env, n_histories=args.histories,
-                                             budget=args.budget, seed=args.seed)  # fmt: skip
+                                             budget=args.budget, seed=args.seed,
+                                             episodes=own)  # fmt: skip
         path = out / f"{probe.replace('-', '_')}.json"
         write_json(path, result.to_dict())
         console.print(f"{probe}: {path} ({time.perf_counter() - started:.0f} s)")
@@ -130,22 +136,44 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_episodes(source: str) -> list[Any]:
+    """The episodes of a run directory or an episodes .jsonl file."""
+    from agentbench.records import read_episodes
+    from agentbench.suite import EPISODES_FILE
+
+    path = Path(source)
+    path = path / EPISODES_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"{source} is neither a run directory nor an episodes .jsonl file")
+    return read_episodes(path)
+
+
+def _agent_episodes(source: str, env_id: str, agent: str | None) -> list[Any]:
+    """One agent's episodes on ``env_id`` in a run (``agent``: its label or a unique part)."""
+    from agentbench.analysis.paired import find_reference
+
+    episodes = [ep for ep in _run_episodes(source) if ep.env_name == env_id]
+    agents = sorted({ep.agent for ep in episodes})
+    if not agents:
+        raise ConfigError(f"{source} has no episodes on {env_id} (give its bandit with --env)")
+    if agent is None and len(agents) > 1:
+        raise ConfigError(f"{source} has several agents on {env_id}; name one with --agent: "
+                          + ", ".join(agents))  # fmt: skip
+    chosen = agents[0] if agent is None else find_reference(agents, agent)
+    if chosen is None:
+        raise ConfigError(f"no agent {agent!r} on {env_id} in {source}; agents: "
+                          + ", ".join(agents))  # fmt: skip
+    return [ep for ep in episodes if ep.agent == chosen]
+
+
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     import json
 
     from agentbench.analysis.paired import METRIC_NAMES, comparisons_markdown, paired_comparisons
     from agentbench.io import write_atomic
     from agentbench.metrics import CONFIDENCE
-    from agentbench.records import read_episodes
-    from agentbench.suite import EPISODES_FILE
 
-    episodes = []
-    for source in args.sources:
-        path = Path(source)
-        path = path / EPISODES_FILE if path.is_dir() else path
-        if not path.is_file():
-            raise ConfigError(f"{source} is neither a run directory nor an episodes .jsonl file")
-        episodes += read_episodes(path)
+    episodes = [episode for source in args.sources for episode in _run_episodes(source)]
     metrics = args.metrics or list(METRIC_NAMES)
     comparisons = paired_comparisons(episodes, args.reference, metrics, CONFIDENCE)
     if not comparisons:
@@ -521,6 +549,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     analyze.add_argument("--histories", type=int, default=64, help="knowing-doing: histories")
     analyze.add_argument("--budget", type=int, default=256, help="knowing-doing: generation budget")
+    analyze.add_argument(
+        "--trajectories",
+        metavar="RUN",
+        help="knowing-doing: histories are prefixes of the episodes an agent played in this run "
+        "directory (or episodes .jsonl) on --env, as the paper probes; default: random play",
+    )
+    analyze.add_argument(
+        "--agent", help="with --trajectories: the agent whose episodes (label or a unique part)"
+    )
     analyze.add_argument("--seed", type=int, default=0)
     analyze.add_argument("--out", required=True, help="analysis directory to write the results to")
     analyze.set_defaults(func=_cmd_analyze)

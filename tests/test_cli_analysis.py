@@ -37,3 +37,22 @@ def test_analyze_then_report_from_the_command_line(tmp_path: Path, monkeypatch, 
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(report)]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert main(["analyze", "--env", "agentbench/Nope-v0", "--out", str(analysis)]) == 2
+
+
+def test_knowing_doing_on_a_runs_own_trajectories(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(factory._GENERATORS, ("planted-knowing", ()), KnowingButGreedyModel())
+    env = "agentbench/GaussianBandit-5arms-low-button-v0"
+    run = tmp_path / "run"
+    assert main(["run", "--env", env, "--agent", "ucb", "--agent", "random", "--episodes", "2",
+                 "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    analysis = tmp_path / "analysis"
+    common = ["analyze", "--model", "planted-knowing", "--probe", "knowing-doing", "--env", env,
+              "--histories", "4", "--budget", "64", "--out", str(analysis)]  # fmt: skip
+    assert main([*common, "--trajectories", str(run), "--agent", "ucb"]) == 0
+    knowing = json.loads((analysis / "knowing_doing.json").read_text())
+    assert knowing["histories"] == "episodes of ucb" and knowing["n"] == 4
+    capsys.readouterr()
+    assert main([*common, "--trajectories", str(run)]) == 2  # two agents: which one?
+    assert "name one with --agent: random, ucb" in capsys.readouterr().err
+    assert main([*common, "--agent", "ucb"]) == 2
+    assert "give --trajectories" in capsys.readouterr().err

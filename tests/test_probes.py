@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from agentbench.analysis.frequency_bias import (
     classify_argmax,
     play_actions,
     run_frequency_bias_probe,
+    shown_statistics,
 )
 from agentbench.analysis.knowing_doing import (
     argmax_set,
@@ -36,6 +38,7 @@ from agentbench.analysis.knowing_doing import (
     parse_ucb_values,
     run_knowing_doing_probe,
 )
+from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
 from agentbench.envs import make
 from agentbench.errors import ConfigError
 from agentbench.metrics import (
@@ -416,3 +419,53 @@ def test_probes_run_on_a_tiny_real_model() -> None:
     assert math.isclose(sum(v for row in knowing["table"].values() for v in row.values()), 100.0)
     assert [r["history_length"] for r in knowing["records"]] == [2, 4, 2]
     json.dumps(knowing, allow_nan=False)
+
+
+# ---------------------------------------------------------------- the agent's own trajectories
+
+ENV_5 = "agentbench/GaussianBandit-5arms-low-button-v0"
+
+
+def test_knowing_doing_on_the_agents_own_episodes_takes_their_prefixes() -> None:
+    from agentbench.baselines import make_agent
+
+    played = play(make_agent("greedy"), ENV_5, range(3))
+    prompts: list[Chat] = []
+
+    def reply(chat: Chat) -> str:
+        prompts.append(chat)
+        return "ACTION=blue"
+
+    result = run_knowing_doing_probe(
+        ScriptedGenerator(reply), env_id=ENV_5, n_histories=6, history_lengths=(4, 9),
+        episodes=played, progress=False,
+    )  # fmt: skip
+    assert result.histories == "episodes of greedy"
+    assert result.to_dict()["histories"] == "episodes of greedy"
+    assert [r.history_length for r in result.records] == [4, 9, 4, 9, 4, 9]
+    # History i is the first steps of episode i mod 3, as the prompt shows them.
+    for i, (chat, record) in enumerate(zip(prompts, result.records, strict=True)):
+        episode = played[i % 3]
+        shown = read_prompt(chat).history
+        assert [s.action for s in shown] == [s.action for s in episode.steps[: len(shown)]]
+        assert len(shown) == record.history_length
+        counts, sums = shown_statistics(episode.steps[: len(shown)], 5)
+        assert record.true_ucb == tuple(ucb_values(counts, sums, len(shown), DEFAULT_UCB_C))
+
+
+def test_own_episodes_must_be_one_agents_on_the_env_and_long_enough() -> None:
+    from agentbench.baselines import make_agent
+
+    greedy = play(make_agent("greedy"), ENV_5, range(2))
+    ucb = play(make_agent("ucb"), ENV_5, range(2))
+    short = play(make_agent("ucb"), ENV_5, range(2), env_kwargs={"horizon": 6})
+    generator = ScriptedGenerator(lambda chat: "ACTION=blue")
+    with pytest.raises(ConfigError, match="several agents"):
+        run_knowing_doing_probe(generator, env_id=ENV_5, episodes=[*greedy, *ucb], progress=False)
+    with pytest.raises(ConfigError, match="no episodes on"):  # made with other settings
+        run_knowing_doing_probe(generator, env_id=ENV_5, episodes=short, progress=False)
+    with pytest.raises(ConfigError, match="fewer than 40 steps"):
+        run_knowing_doing_probe(
+            generator, env_id=ENV_5, episodes=[replace(greedy[0], steps=greedy[0].steps[:10])],
+            progress=False,
+        )  # fmt: skip

@@ -361,6 +361,7 @@ def test_probe_results_from_the_real_probes_read_into_the_report(tmp_path: Path)
     assert "written before the tie" not in markdown
     (summary,) = _table_rows(_section(markdown, "## Knowing-doing gap"))
     assert summary[3:5] == ["10", f"{100 * gap.knowing_rate:.1f}%"]
+    assert summary[-1] == "random"
     cells = _table_rows(_section(markdown, "### planted: "))
     table = gap.table()
     assert cells[0][1:4] == [f"{table['correct'][c]:.1f}%" for c in ("optimal", "greedy", "other")]

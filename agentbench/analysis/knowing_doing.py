@@ -1,6 +1,7 @@
 """The knowing-doing probe (SPEC.md section 4): knowing the UCB choice, yet not acting on it.
 
-Recipe: random-policy histories of several lengths in a bandit; the agent's
+Recipe: histories of several lengths in a bandit (random-policy ones, or, the
+paper's protocol, prefixes of episodes the agent itself played: ``episodes``); the agent's
 chain-of-thought context (``build_context``) followed by a request to act by
 UCB: compute every action's value ``mean + sqrt(c ln t / n)`` (t = steps so
 far, n = the action's count, inf for an action never chosen), write them all
@@ -51,12 +52,13 @@ from agentbench.analysis.frequency_bias import (
     shown_statistics,
 )
 from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
+from agentbench.envs import text_env
 from agentbench.envs.protocol import TextEnv
 from agentbench.errors import ConfigError
 from agentbench.io import json_number
 from agentbench.metrics import empirical_means, greedy_actions
 from agentbench.models.interface import Chat, GenerationConfig, TextGenerator
-from agentbench.records import Step
+from agentbench.records import Episode, Step
 
 UCB_OPEN, UCB_CLOSE = "<ucb_values>", "</ucb_values>"
 UCB_BONUS = "sqrt({c:g} ln t / n)"  # as the instruction writes the exploration bonus
@@ -234,6 +236,7 @@ class KnowingDoingResult(ProbeRun):
 
     ucb_c: float
     records: list[KnowingDoingRecord]
+    histories: str = "random"  # or "episodes of AGENT": prefixes of its own trajectories
 
     @property
     def n(self) -> int:
@@ -272,6 +275,7 @@ class KnowingDoingResult(ProbeRun):
         """The probe's JSON record; infinite UCB values are null (JSON has no inf)."""
         return {
             **self.header("knowing_doing"),
+            "histories": self.histories,
             "ucb_c": self.ucb_c,
             "n": self.n,
             "table": self.table(),
@@ -324,12 +328,16 @@ def run_knowing_doing_probe(
     temperature: float = 0.0,
     batch_size: int = 32,
     progress: bool = True,
+    episodes: Sequence[Episode] | None = None,
 ) -> KnowingDoingResult:
-    """Ask for UCB values and a UCB action on ``n_histories`` random histories; judge each.
+    """Ask for UCB values and a UCB action on ``n_histories`` histories; judge each.
 
     History lengths cycle through ``history_lengths`` (each below the env's
     horizon); ``budget`` is the generation budget in tokens; generation seeds
     come from ``seed``, so sampling (``temperature`` > 0) is reproducible.
+    Histories are random-policy plays, or with ``episodes`` (one agent's episodes on
+    ``env_id``, made without settings) the first steps of those episodes, taken in
+    turn: the agent's own trajectories, as the paper probes them.
     """
     check_positive("n_histories", n_histories)
     check_positive("budget", budget)
@@ -346,13 +354,19 @@ def run_knowing_doing_probe(
         )
     n_arms = int(env.action_space.n)
     rng = np.random.default_rng(seed)
+    own = _own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
     cases: list[tuple[list[Step], Chat, int]] = []
     view: TextEnv | None = None
     for i in range(n_histories):
         length = lengths[i % len(lengths)]
-        env_seed = int(rng.integers(2**31))
-        actions = rng.integers(n_arms, size=length)
-        view, history = play_actions(env, actions, env_seed)
+        if own is None:
+            env_seed = int(rng.integers(2**31))
+            actions = rng.integers(n_arms, size=length)
+            view, history = play_actions(env, actions, env_seed)
+        else:
+            played = own[i % len(own)]
+            env.reset(seed=played.seed)  # the episode's own env: its labels and instruction
+            view, history = text_env(env), played.steps[:length]
         cases.append(
             (history, knowing_doing_prompt(view, history, ucb_c), int(rng.integers(2**31)))
         )
@@ -371,4 +385,26 @@ def run_knowing_doing_probe(
             records.append(judge(history, labels, generation.text, ucb_c, legal))
         bar.update(len(chunk))
     bar.close()
-    return KnowingDoingResult(generator.name, env_id, int(seed), float(ucb_c), records)
+    histories = "random" if own is None else f"episodes of {own[0].agent}"
+    return KnowingDoingResult(generator.name, env_id, int(seed), float(ucb_c), records, histories)
+
+
+def _own_episodes(episodes: Sequence[Episode], env_id: str, longest: int) -> list[Episode]:
+    """The episodes whose prefixes become histories: one agent's, on ``env_id`` as
+    registered, each at least ``longest`` steps long; in seed order."""
+    own = sorted((ep for ep in episodes if ep.env_name == env_id), key=lambda ep: ep.seed)
+    agents = sorted({ep.agent for ep in own})
+    if not own:
+        raise ConfigError(f"no episodes on {env_id} (made without settings) to take histories from")
+    if len(agents) > 1:
+        raise ConfigError(
+            f"the episodes on {env_id} are of several agents ({', '.join(agents)}); "
+            "give one agent's"
+        )
+    short = [ep.seed for ep in own if len(ep.steps) < longest]
+    if short:
+        raise ConfigError(
+            f"episodes of seeds {short} have fewer than {longest} steps, the longest history "
+            "asked for"
+        )
+    return own

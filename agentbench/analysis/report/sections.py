@@ -628,6 +628,7 @@ class ReportBuilder:
                     "knowing rate",
                     "unparsed",
                     "invalid actions",
+                    "histories",
                 ],
                 [
                     [
@@ -638,6 +639,7 @@ class ReportBuilder:
                         _percent(100 * r.data["knowing_rate"]),
                         str(r.data["unparsed"]),
                         str(r.data["invalid_actions"]),
+                        str(r.data.get("histories", "random")),  # older files: random play
                     ]
                     for r in results
                 ],
