@@ -91,17 +91,24 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-PROBES = ("frequency-bias", "knowing-doing")
+PROBES = ("frequency-bias", "knowing-doing", "decision-at-k")
+DEFAULT_PROBES = PROBES[:2]  # decision-at-k samples n answers a history: asked for by name
 
 
 def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     from agentbench.agent.factory import load_generator
+    from agentbench.analysis.at_k import run_at_k_probe
     from agentbench.analysis.frequency_bias import run_frequency_bias_probe
     from agentbench.analysis.knowing_doing import run_knowing_doing_probe
     from agentbench.envs import get_preset
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
-    _check_at_least(args, seed=0, prefixes=1, repetition_step=1, histories=1, budget=1)
+    _check_at_least(args, seed=0, prefixes=1, repetition_step=1, histories=1, budget=1,
+                    samples=1)  # fmt: skip
+    try:
+        ks = [int(k) for k in args.k.split(",")] if args.k else [1, 4, 16]
+    except ValueError:
+        raise ConfigError(f"--k takes whole numbers separated by commas, got {args.k!r}") from None
     out = Path(args.out)
     make_output_dir(out, "analysis directory")
     own = None
@@ -111,9 +118,13 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("--agent names whose episodes --trajectories takes; give --trajectories")
     backend = {"base_url": args.base_url} if args.base_url else {}
     generator = load_generator(args.model, **backend)
-    for probe in args.probe or PROBES:
+    for probe in args.probe or DEFAULT_PROBES:
         started = time.perf_counter()
-        if probe == "frequency-bias":
+        if probe == "decision-at-k":
+            result = run_at_k_probe(generator, env_id=args.env, n_histories=args.histories,
+                                    n_samples=args.samples, ks=ks, cot=args.cot,
+                                    budget=args.budget, seed=args.seed, episodes=own)  # fmt: skip
+        elif probe == "frequency-bias":
             result = run_frequency_bias_probe(generator, env_id=args.env, n_prefixes=args.prefixes,
                                               repetitions=range(0, 101, args.repetition_step),
                                               seed=args.seed)  # fmt: skip
@@ -531,7 +542,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--base-url", help="OpenAI-compatible server (scoring needs a completions endpoint)"
     )
     analyze.add_argument(
-        "--probe", action="append", choices=PROBES, help="probe to run (default: both)"
+        "--probe",
+        action="append",
+        choices=PROBES,
+        help="probe to run (repeatable; default: frequency-bias and knowing-doing)",
     )
     analyze.add_argument(
         "--env",
@@ -547,13 +561,28 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=5,
         help="frequency bias: target repeated 0, step, 2*step, ... 100 times",
     )
-    analyze.add_argument("--histories", type=int, default=64, help="knowing-doing: histories")
+    analyze.add_argument(
+        "--histories", type=int, default=64, help="knowing-doing and decision-at-k: histories"
+    )
     analyze.add_argument("--budget", type=int, default=256, help="knowing-doing: generation budget")
+    analyze.add_argument(
+        "--samples", type=int, default=16, help="decision-at-k: answers sampled per history"
+    )
+    analyze.add_argument(
+        "--k", help="decision-at-k: the k of maj@k, pass@k and rerank@k, e.g. 1,4,16 (<= samples)"
+    )
+    analyze.add_argument(
+        "--cot",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="decision-at-k: chain of thought within --budget (default: ACTION= only)",
+    )
     analyze.add_argument(
         "--trajectories",
         metavar="RUN",
-        help="knowing-doing: histories are prefixes of the episodes an agent played in this run "
-        "directory (or episodes .jsonl) on --env, as the paper probes; default: random play",
+        help="knowing-doing and decision-at-k: histories are prefixes of the episodes an agent "
+        "played in this run directory (or episodes .jsonl) on --env, as the paper probes; "
+        "default: random play",
     )
     analyze.add_argument(
         "--agent", help="with --trajectories: the agent whose episodes (label or a unique part)"

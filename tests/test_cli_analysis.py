@@ -56,3 +56,28 @@ def test_knowing_doing_on_a_runs_own_trajectories(tmp_path: Path, monkeypatch, c
     assert "name one with --agent: random, ucb" in capsys.readouterr().err
     assert main([*common, "--agent", "ucb"]) == 2
     assert "give --trajectories" in capsys.readouterr().err
+
+
+def test_decisions_at_k_from_the_command_line_into_the_report(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from agentbench.testing.planted import GreedyModel
+
+    monkeypatch.setitem(factory._GENERATORS, ("planted-greedy", ()), GreedyModel())
+    analysis = tmp_path / "analysis"
+    assert main(["analyze", "--model", "planted-greedy", "--probe", "decision-at-k",
+                 "--env", "agentbench/GaussianBandit-5arms-low-button-v0", "--histories", "6",
+                 "--samples", "4", "--k", "1,4", "--out", str(analysis)]) == 0  # fmt: skip
+    data = json.loads((analysis / "decision_at_k.json").read_text())
+    assert data["n_samples"] == 4 and sorted(data["metrics"]["pass"]) == ["1", "4"]
+    # a deterministic model: its 4 samples agree, so pass@4 = pass@1 = maj@4
+    assert (
+        data["metrics"]["pass"]["4"] == data["metrics"]["pass"]["1"] == data["metrics"]["maj"]["4"]
+    )
+    report = tmp_path / "report"
+    assert main(["report", str(analysis), "--out", str(report)]) == 0
+    markdown = (report / "report.md").read_text()
+    assert "## Decisions at k samples" in markdown and "| pass@k |" in markdown
+    capsys.readouterr()
+    assert main(["analyze", "--probe", "decision-at-k", "--k", "1,x", "--out", str(analysis)]) == 2
+    assert "--k takes whole numbers" in capsys.readouterr().err

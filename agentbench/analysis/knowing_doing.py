@@ -354,7 +354,7 @@ def run_knowing_doing_probe(
         )
     n_arms = int(env.action_space.n)
     rng = np.random.default_rng(seed)
-    own = _own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
+    own = own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
     cases: list[tuple[list[Step], Chat, int]] = []
     view: TextEnv | None = None
     for i in range(n_histories):
@@ -389,7 +389,7 @@ def run_knowing_doing_probe(
     return KnowingDoingResult(generator.name, env_id, int(seed), float(ucb_c), records, histories)
 
 
-def _own_episodes(episodes: Sequence[Episode], env_id: str, longest: int) -> list[Episode]:
+def own_episodes(episodes: Sequence[Episode], env_id: str, longest: int) -> list[Episode]:
     """The episodes whose prefixes become histories: one agent's, on ``env_id`` as
     registered, each at least ``longest`` steps long; in seed order."""
     own = sorted((ep for ep in episodes if ep.env_name == env_id), key=lambda ep: ep.seed)

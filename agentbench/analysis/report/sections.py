@@ -95,6 +95,7 @@ class ReportBuilder:
             self.tictactoe_section()
         self.frequency_bias_section()
         self.knowing_doing_section()
+        self.decision_at_k_section()
         return self.blocks
 
     def sources_section(self) -> None:
@@ -689,6 +690,36 @@ class ReportBuilder:
             f"knowing_doing_{result.source}_{result.path.stem}",
             f"knowing-doing table of {title}",
         )
+
+    def decision_at_k_section(self) -> None:
+        results = [r for s in self.sources for r in s.decision_at_k]
+        if not results:
+            return
+        self.heading(
+            2,
+            "Decisions at k samples",
+            "n answers sampled after each history; a sample is correct when it names the "
+            "best arm. pass@k: at least one of k samples correct (unbiased estimate from n); "
+            "maj@k: the k samples' majority vote is correct; rerank@k: the sample the model "
+            "scores highest among k is correct. Mean ± 95% CI half-width over histories.",
+        )
+        ks = sorted({int(k) for r in results for k in r.data["metrics"]["pass"]})
+        header = ["source", "model", "env", "histories", "valid samples", "metric"]
+        rows = []
+        for r in results:
+            for metric, by_k in r.data["metrics"].items():
+                rows.append(
+                    [
+                        r.source,
+                        str(r.data["model"]),
+                        short_env(str(r.data["env_id"])),
+                        str(r.data.get("histories", "random")),
+                        _percent(100 * r.data["valid_share"]),
+                        f"{metric}@k",
+                        *(estimate_text(by_k.get(str(k))) for k in ks),
+                    ]
+                )
+        self.add(Table([*header, *(f"k={k}" for k in ks)], rows))
 
 
 def _percent(value: float) -> str:

@@ -20,6 +20,7 @@ BIAS_CLASSES = FREQUENCY_CLASSES  # frequency-bias argmax classes
 KNOWING_ROWS = ("correct", "incorrect")  # knowing-doing rows; columns: DOING_CLASSES
 FREQUENCY_BIAS_GLOB = "frequency_bias*.json"
 KNOWING_DOING_GLOB = "knowing_doing*.json"
+DECISION_AT_K_GLOB = "decision_at_k*.json"
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Source:
     agent_order: list[str] = field(default_factory=list)
     frequency_bias: list[ProbeResult] = field(default_factory=list)
     knowing_doing: list[ProbeResult] = field(default_factory=list)
+    decision_at_k: list[ProbeResult] = field(default_factory=list)
 
 
 def load_sources(paths: Sequence[str | Path]) -> list[Source]:
@@ -94,10 +96,15 @@ def _load_source(path: Path, label: str) -> Source:
         ProbeResult(label, file, _read_probe(file, "knowing_doing"))
         for file in sorted(path.glob(KNOWING_DOING_GLOB))
     ]
-    if source.episodes is None and not source.frequency_bias and not source.knowing_doing:
+    source.decision_at_k = [
+        ProbeResult(label, file, _read_probe(file, "decision_at_k"))
+        for file in sorted(path.glob(DECISION_AT_K_GLOB))
+    ]
+    probes = source.frequency_bias or source.knowing_doing or source.decision_at_k
+    if source.episodes is None and not probes:
         raise ConfigError(
             f"report source {path} holds neither {EPISODES_FILE} nor probe results "
-            f"({FREQUENCY_BIAS_GLOB}, {KNOWING_DOING_GLOB})"
+            f"({FREQUENCY_BIAS_GLOB}, {KNOWING_DOING_GLOB}, {DECISION_AT_K_GLOB})"
         )
     return source
 
@@ -124,6 +131,7 @@ def _agent_order(config_path: Path) -> list[str]:
 _PROBE_KEYS = {
     "frequency_bias": ("model", "env_id", "points", "buckets", "correlation"),
     "knowing_doing": ("model", "env_id", "table", "knowing_rate", "unparsed", "invalid_actions"),
+    "decision_at_k": ("model", "env_id", "n_samples", "valid_share", "metrics"),
 }
 
 
@@ -149,6 +157,11 @@ def _read_probe(path: Path, probe: str) -> dict[str, Any]:
                 for name in (*BIAS_CLASSES, "mean_entropy"):
                     bucket[name] = _float_or_nan(bucket.get(name))
             data["correlation"] = dict(data["correlation"])
+        elif probe == "decision_at_k":
+            data["valid_share"] = _float_or_nan(data["valid_share"])
+            for row in data["metrics"].values():
+                for k, value in row.items():
+                    row[k] = None if value is None else dict(value)
         else:
             for row in KNOWING_ROWS:
                 for column in DOING_CLASSES:
