@@ -40,11 +40,13 @@ from agentbench.analysis.frequency_bias import (
     bandit_env,
     batched,
     check_positive,
-    play_actions,
     progress_bar,
 )
-from agentbench.analysis.knowing_doing import own_episodes
-from agentbench.envs import text_env
+from agentbench.analysis.knowing_doing import (
+    check_history_lengths,
+    own_episodes,
+    probe_histories,
+)
 from agentbench.errors import ConfigError
 from agentbench.io import record_dict
 from agentbench.metrics import CONFIDENCE, Estimate, t_interval
@@ -184,30 +186,16 @@ def run_at_k_probe(
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be > 0 (samples must differ), got {temperature!r}")
     env = bandit_env(env_id)
-    lengths = [int(length) for length in history_lengths]
-    horizon = int(env.unwrapped.spec_params.horizon)
-    if not lengths or min(lengths) < 0 or max(lengths) >= horizon:
-        raise ConfigError(
-            f"history_lengths must be integers in 0..{horizon - 1}, got {list(history_lengths)}"
-        )
-    n_arms = int(env.action_space.n)
+    lengths = check_history_lengths(history_lengths, env)
     own = own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
     rng = np.random.default_rng(seed)
     settings = ContextSettings(cot=cot, history_length=None)
     cases = []
-    for i in range(n_histories):
-        length = lengths[i % len(lengths)]
-        if own is None:
-            view, history = play_actions(
-                env, rng.integers(n_arms, size=length), int(rng.integers(2**31))
-            )
-        else:
-            env.reset(seed=own[i % len(own)].seed)
-            view, history = text_env(env), own[i % len(own)].steps[:length]
+    for i, (view, history) in enumerate(probe_histories(env, n_histories, lengths, rng, own)):
         best = int(np.argmax(env.unwrapped.arm_means))
         labels, legal = view.action_labels(), view.legal_actions()
         chat = build_context(view, history, settings)
-        cases += [(i, length, best, labels, legal, chat, int(rng.integers(2**31)))
+        cases += [(i, len(history), best, labels, legal, chat, int(rng.integers(2**31)))
                   for _ in range(n_samples)]  # fmt: skip
     env.close()
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,28 +345,12 @@ def run_knowing_doing_probe(
     if not (isinstance(ucb_c, int | float) and math.isfinite(ucb_c) and ucb_c >= 0):
         raise ConfigError(f"ucb_c must be a number >= 0, got {ucb_c!r}")
     env = bandit_env(env_id)
-    horizon = int(env.unwrapped.spec_params.horizon)
-    lengths = [int(length) for length in history_lengths]
-    if not lengths or min(lengths) < 0 or max(lengths) >= horizon:
-        raise ConfigError(
-            f"history_lengths must be non-empty integers in 0..{horizon - 1} (the env's "
-            f"horizon is {horizon}), got {list(history_lengths)}"
-        )
-    n_arms = int(env.action_space.n)
+    lengths = check_history_lengths(history_lengths, env)
     rng = np.random.default_rng(seed)
     own = own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
     cases: list[tuple[list[Step], Chat, int]] = []
     view: TextEnv | None = None
-    for i in range(n_histories):
-        length = lengths[i % len(lengths)]
-        if own is None:
-            env_seed = int(rng.integers(2**31))
-            actions = rng.integers(n_arms, size=length)
-            view, history = play_actions(env, actions, env_seed)
-        else:
-            played = own[i % len(own)]
-            env.reset(seed=played.seed)  # the episode's own env: its labels and instruction
-            view, history = text_env(env), played.steps[:length]
+    for view, history in probe_histories(env, n_histories, lengths, rng, own):
         cases.append(
             (history, knowing_doing_prompt(view, history, ucb_c), int(rng.integers(2**31)))
         )
@@ -387,6 +371,42 @@ def run_knowing_doing_probe(
     bar.close()
     histories = "random" if own is None else f"episodes of {own[0].agent}"
     return KnowingDoingResult(generator.name, env_id, int(seed), float(ucb_c), records, histories)
+
+
+def check_history_lengths(history_lengths: Sequence[int], env: Any) -> list[int]:
+    """The history lengths as integers, each below ``env``'s horizon; else a ConfigError."""
+    horizon = int(env.unwrapped.spec_params.horizon)
+    lengths = [int(length) for length in history_lengths]
+    if not lengths or min(lengths) < 0 or max(lengths) >= horizon:
+        raise ConfigError(
+            f"history_lengths must be non-empty integers in 0..{horizon - 1} (the env's "
+            f"horizon is {horizon}), got {list(history_lengths)}"
+        )
+    return lengths
+
+
+def probe_histories(
+    env: Any,
+    n_histories: int,
+    lengths: Sequence[int],
+    rng: np.random.Generator,
+    episodes: Sequence[Episode] | None = None,
+) -> Iterator[tuple[TextEnv, list[Step]]]:
+    """(text view, history) for each of ``n_histories`` histories, lengths in turn; ``env``
+    is left in the history's episode (its true means). Random play draws an env seed and
+    the actions from ``rng``, lazily, so a caller may draw from it between histories;
+    with ``episodes``, the first steps of each in turn, in the episode's own env."""
+    n_arms = int(env.action_space.n)
+    for i in range(n_histories):
+        length = lengths[i % len(lengths)]
+        if episodes is None:
+            env_seed = int(rng.integers(2**31))
+            actions = rng.integers(n_arms, size=length)
+            yield play_actions(env, actions, env_seed)
+        else:
+            played = episodes[i % len(episodes)]
+            env.reset(seed=played.seed)  # its labels, instruction and means
+            yield text_env(env), played.steps[:length]
 
 
 def own_episodes(episodes: Sequence[Episode], env_id: str, longest: int) -> list[Episode]:
