@@ -124,6 +124,12 @@ def test_training_rewards_dense_sparse_bonus_and_normalisation():
     np.testing.assert_allclose(sparse, [0.0, 0.0, -2.5])
     expected = np.array([1.0, 0.0, 2.0]) / np.std([1.0, 0.0, 2.0]) + [0, -5, 0]
     np.testing.assert_allclose(rewards(reward_normalisation="batch_std"), expected)
+    # A forced step's action is the policy's own pick: it keeps the -5 and earns the
+    # bonus for a first try; the fallback's random action (invalid, not forced) does not.
+    forced = _episode([(0, 1.0, False), (1, 0.0, False), (1, 2.0, True)])
+    forced.steps[0].forced = True
+    shaping = PPOConfig(exploration_bonus=0.5).reward_shaping()
+    np.testing.assert_allclose(training_rewards([forced], shaping)[0], [-3.5, -5.0, 2.0])
     # plain values, as the self-training methods give them: env rewards unscaled
     plain = training_rewards([episode], RewardShaping(invalid_penalty=-2.0))[0]
     np.testing.assert_allclose(plain, [1.0, -2.0, 2.0])

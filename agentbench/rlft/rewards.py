@@ -60,10 +60,11 @@ def training_rewards(episodes: Sequence[Episode], shaping: RewardShaping) -> lis
     Normalisation: "scale" divides env rewards by ``reward_scale``; "batch_std" by
     their standard deviation over these episodes (1 when they are all equal), which
     needs no running state, so a resumed run computes the same rewards. The
-    exploration bonus is ``exploration_bonus * EXPLORATION_BONUS`` for a valid answer
-    whose action was not yet tried in the episode (an invalid answer earns nothing
-    for the random action played in its place). "sparse" moves each episode's total
-    to its last step.
+    exploration bonus is ``exploration_bonus * EXPLORATION_BONUS`` for an action not
+    yet tried in the episode that the policy chose: a valid answer's, or a forced
+    step's (answer forcing: the model's own pick among the legal labels, which keeps
+    its -5 as well); an invalid answer earns nothing for the random action played
+    in its place. "sparse" moves each episode's total to its last step.
     """
     env_rewards = [np.array([s.reward for s in ep.steps], dtype=np.float64) for ep in episodes]
     scale = shaping.reward_scale
@@ -77,7 +78,8 @@ def training_rewards(episodes: Sequence[Episode], shaping: RewardShaping) -> lis
         for i, step in enumerate(episode.steps):
             if not step.valid:
                 rewards[i] += shaping.invalid_penalty
-            elif step.action not in tried:
+            chosen = step.valid or step.forced  # not the fallback's random action
+            if chosen and step.action not in tried:
                 rewards[i] += shaping.exploration_bonus * EXPLORATION_BONUS
             tried.add(step.action)
         if shaping.reward == "sparse" and len(rewards):
