@@ -63,6 +63,28 @@ def _cmd_suites(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
+    from agentbench.reproduce import builtin_experiments, load_experiment, run_experiment
+
+    if args.list or args.name is None:
+        table = Table(title="published experiments (agentbench reproduce NAME)")
+        for column in ("name", "kind", "title", "small scale"):
+            table.add_column(column)
+        for name in sorted(builtin_experiments()):
+            experiment = load_experiment(name)
+            table.add_row(name, experiment.kind, experiment.title, experiment.note("small"))
+        console.print(table)
+        return 0
+    experiment = load_experiment(args.name)
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{experiment.name}-{args.scale}"
+    make_output_dir(out, "output directory")
+    result = run_experiment(experiment, out, model=args.model, scale=args.scale,
+                            base_url=args.base_url, progress=not args.no_progress)  # fmt: skip
+    console.print((out / "reference.md").read_text(encoding="utf-8"), markup=False)
+    console.print(f"{experiment.name} ({args.scale}) in {result.seconds:.0f} s: {out}")
+    return 0
+
+
 def _cmd_agents(args: argparse.Namespace, console: Console) -> int:
     table = Table(title="agents (agentbench run --agent NAME)")
     table.add_column("name")
@@ -527,6 +549,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     suites = sub.add_parser("suites", help="list the built-in suites")
     suites.set_defaults(func=_cmd_suites)
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="run a published experiment and put the published numbers next to ours",
+    )
+    reproduce.add_argument("name", nargs="?", help="experiment name or TOML file (see --list)")
+    reproduce.add_argument("--list", action="store_true", help="list the experiments")
+    reproduce.add_argument(
+        "--model", default="smollm2-135m-instruct", help="catalog name, path or server model"
+    )
+    reproduce.add_argument("--base-url", help="an OpenAI-compatible server serving --model")
+    reproduce.add_argument(
+        "--scale",
+        choices=["small", "paper"],
+        default="small",
+        help="small: a 2-core CPU in under an hour (fewer episodes, shorter budgets; the "
+        "report says which); paper: the published setting",
+    )
+    reproduce.add_argument("--out", help="output directory (default runs/reproduce-NAME-SCALE)")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars")
+    reproduce.set_defaults(func=_cmd_reproduce)
 
     agents = sub.add_parser("agents", help="list the agents that can be named in a suite")
     agents.set_defaults(func=_cmd_agents)

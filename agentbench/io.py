@@ -75,6 +75,25 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def package_tomls(folder: str) -> dict[str, Path]:
+    """The TOML files in a folder of the agentbench package (suites, paper), by stem."""
+    from importlib import resources
+
+    entries = (resources.files("agentbench") / folder).iterdir()
+    return {Path(str(e)).stem: Path(str(e)) for e in entries if str(e).endswith(".toml")}
+
+
+def named_toml(name_or_path: str, known: dict[str, Path], what: str) -> Path:
+    """A package TOML by name, or a TOML file by path; else one line naming the known ones."""
+    path = known.get(name_or_path, Path(name_or_path))
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown {what} {name_or_path!r}: give a TOML file path or one of "
+            f"{', '.join(sorted(known))}"
+        )
+    return path
+
+
 def write_directory(target: str | Path, write: Callable[[Path], Any]) -> Path:
     """Fill a hidden staging directory beside ``target`` with ``write(staging)``, then
     rename it into place (replacing ``target``); on any error nothing is left behind."""

@@ -24,14 +24,21 @@ import os
 import platform
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from agentbench.agent.interface import Agent
 from agentbench.envs import get_preset, list_envs, make
 from agentbench.errors import AgentbenchError, ConfigError
-from agentbench.io import read_json, read_toml, write_atomic, write_json
+from agentbench.io import (
+    named_toml,
+    package_tomls,
+    read_json,
+    read_toml,
+    write_atomic,
+    write_json,
+)
 from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, env_label, read_episodes, to_jsonable
 from agentbench.rollout import rollout
@@ -108,20 +115,12 @@ class Suite:
 
 def builtin_suites() -> dict[str, Path]:
     """Built-in suite names and their TOML files."""
-    folder = resources.files("agentbench") / SUITE_DIR
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir()
-            if str(entry).endswith(".toml")}  # fmt: skip
+    return package_tomls(SUITE_DIR)
 
 
 def load_suite(name_or_path: str) -> Suite:
     """A built-in suite by name ('default', 'full', ...) or a suite TOML file by path."""
-    suites = builtin_suites()
-    path = suites.get(name_or_path, Path(name_or_path))
-    if not path.is_file():
-        raise ConfigError(
-            f"unknown suite {name_or_path!r}: give a TOML file path or one of "
-            f"{', '.join(sorted(suites))}"
-        )
+    path = named_toml(name_or_path, builtin_suites(), "suite")
     return suite_from_dict(read_toml(path, "suite file"), default_name=path.stem)
 
 

@@ -65,6 +65,9 @@ def test_wheel_contains_and_imports_every_subpackage(tmp_path: Path) -> None:
         "assert len(agentbench.envs.list_envs()) > 0\n"
         "from agentbench.suite import load_suite\n"
         "assert len(load_suite('full').env_ids) == 43  # suite TOMLs are package data\n"
+        "from agentbench.reproduce import builtin_experiments, load_experiment\n"
+        "assert len(builtin_experiments()) == 6  # and the published experiments\n"
+        "load_experiment('knowing-doing')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, *packages],

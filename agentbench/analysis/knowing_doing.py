@@ -271,6 +271,16 @@ class KnowingDoingResult(ProbeRun):
             }
         return table
 
+    def doing_shares(self) -> dict[str, float | None]:
+        """Percent of ALL records per doing class (the table's column sums)."""
+        table = self.table()
+        return {
+            doing: None
+            if table["correct"][doing] is None
+            else table["correct"][doing] + table["incorrect"][doing]  # type: ignore[operator]
+            for doing in DOING_CLASSES
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The probe's JSON record; infinite UCB values are null (JSON has no inf)."""
         return {
@@ -279,6 +289,7 @@ class KnowingDoingResult(ProbeRun):
             "ucb_c": self.ucb_c,
             "n": self.n,
             "table": self.table(),
+            "doing": self.doing_shares(),
             "knowing_rate": json_number(self.knowing_rate),
             "unparsed": self.unparsed,
             "invalid_actions": self.invalid_actions,

@@ -1,0 +1,82 @@
+"""`agentbench reproduce`: published experiments, run at a small scale next to their numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentbench.agent import factory
+from agentbench.cli import main
+from agentbench.reproduce import SCALES, builtin_experiments, load_experiment
+from agentbench.suite import suite_from_dict
+from agentbench.testing.planted import GreedyModel, KnowingButGreedyModel
+
+EXPERIMENTS = sorted(builtin_experiments())
+
+
+def test_the_published_experiments_are_all_there() -> None:
+    assert EXPERIMENTS == [
+        "cot-vs-no-cot", "exploration-mechanisms", "frequency-bias", "knowing-doing",
+        "legal-actions", "thinking-budget",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_experiment_builds_at_both_scales(name: str, scale: str) -> None:
+    experiment = load_experiment(name)
+    assert experiment.title and experiment.paper and experiment.note(scale)
+    assert experiment.references and all(r.label and r.metric for r in experiment.references)
+    table = experiment.table(scale, "my-model")
+    if experiment.kind == "suite":
+        suite = suite_from_dict(table)  # envs and agents valid
+        llm = [a for a in suite.agents if a["name"] == "llm"]
+        assert llm and all(a["model"] == "my-model" for a in llm)
+    else:
+        assert table["probes"] and table["env"]
+
+
+def test_a_suite_experiment_puts_our_numbers_next_to_the_published_ones(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setitem(factory._GENERATORS, ("planted-greedy", ()), GreedyModel())
+    out = tmp_path / "cot"
+    assert main(["reproduce", "cot-vs-no-cot", "--model", "planted-greedy", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    reference = json.loads((out / "reference.json").read_text())
+    assert reference["scale"] == "small" and "4 episodes per agent" in reference["note"]
+    metrics = json.loads((out / "run" / "metrics.json").read_text())
+    cot = next(m for m in metrics if "cot=True" in m["agent"])
+    (row,) = [r for r in reference["rows"] if r["label"] == "CoT" and r["metric"] == "coverage"]
+    assert row["published"] == 0.40 and row["ours"] == [
+        {"agent": cot["agent"], "env": cot["env_id"], "value": cot["coverage"]}
+    ]
+    assert cot["n_episodes"] == 4
+    markdown = (out / "reference.md").read_text()
+    assert "| CoT | coverage |" in markdown and "| 0.4 | Gemma2 2B" in markdown
+    assert "Scale `small`: 4 episodes per agent" in markdown
+    assert (out / "report" / "report.md").is_file()
+
+
+def test_a_probe_experiment_reads_its_numbers_from_the_probe(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(factory._GENERATORS, ("planted-knowing", ()), KnowingButGreedyModel())
+    out = tmp_path / "kd"
+    assert main(["reproduce", "knowing-doing", "--model", "planted-knowing", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    probe = json.loads((out / "analysis" / "knowing_doing.json").read_text())
+    assert probe["n"] == 32  # the small scale
+    rows = {r["label"]: r for r in json.loads((out / "reference.json").read_text())["rows"]}
+    assert rows["knowing"]["ours"][0]["value"] == probe["knowing_rate"] == 1.0
+    greedy = rows["doing greedy (% of all actions)"]["ours"][0]["value"]
+    assert greedy == pytest.approx(probe["table"]["correct"]["greedy"]) and greedy > 50
+    assert rows["knowing"]["published"] == 0.87
+
+
+def test_reproduce_lists_and_refuses_unknown_names(tmp_path: Path, capsys) -> None:
+    assert main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in EXPERIMENTS)
+    assert main(["reproduce", "no-such-experiment", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown experiment 'no-such-experiment'" in capsys.readouterr().err
