@@ -47,7 +47,12 @@ from agentbench.rlft.ppo import (
     kl_k3,
     ppo_token_losses,
 )
-from agentbench.rlft.rewards import RewardShaping, training_rewards
+from agentbench.rlft.rewards import (
+    RewardShaping,
+    reasoning_bonuses,
+    reasoning_score,
+    training_rewards,
+)
 
 FIXED_ENV = "agentbench-test/FixedArmsBandit-v0"
 FIXED_MEANS = (0.2, 0.8)  # arm 1 is always best: regret falls only if the policy learns it
@@ -135,6 +140,30 @@ def test_training_rewards_dense_sparse_bonus_and_normalisation():
     np.testing.assert_allclose(plain, [1.0, -2.0, 2.0])
     with pytest.raises(ConfigError, match="reward 'both' is not one of dense, sparse"):
         RewardShaping(reward="both")
+
+
+def test_reasoning_score_counts_the_words_before_the_answer():
+    assert reasoning_score("ACTION=red") == 0.0
+    text = "blue paid more so far, try red once more\nACTION=red"
+    assert reasoning_score(text, "length", words=16) == pytest.approx(9 / 16)
+    assert reasoning_score(text * 3, "length", words=16) == 1.0  # capped
+    assert reasoning_score("go go go go ACTION=blue", "variety") == pytest.approx(1 / 4)
+    assert reasoning_score("a b c d", "variety") == 1.0  # no answer: all of it is reasoning
+
+
+def test_the_reasoning_reward_is_added_to_every_step_and_logged_apart(tmp_path: Path):
+    episode = _episode([(0, 1.0, True), (1, 0.0, True)])
+    episode.steps[0].text = "one two three four ACTION=0"
+    episode.steps[1].text = "ACTION=1"
+    shaping = PPOConfig(reasoning_bonus=0.5, reasoning_words=8).reward_shaping()
+    np.testing.assert_allclose(reasoning_bonuses([episode], shaping)[0], [0.25, 0.0])
+    np.testing.assert_allclose(training_rewards([episode], shaping)[0], [1.25, 0.0])
+    config = _small_config(tmp_path, total_updates=1, eval_every=0, reasoning_bonus=0.5)
+    (record,) = [r for r in PPOTrainer(config, tiny_generator(seed=0)).train() if "kl" in r]
+    assert 0.0 <= record["mean_reasoning_bonus"] <= 0.5
+    plain = _small_config(tmp_path / "plain", total_updates=1, eval_every=0)
+    (record,) = [r for r in PPOTrainer(plain, tiny_generator(seed=0)).train() if "kl" in r]
+    assert "mean_reasoning_bonus" not in record  # off: not logged
 
 
 def test_advantages_reach_their_own_steps(tmp_path: Path):

@@ -30,6 +30,7 @@ from agentbench.errors import ConfigError
 from agentbench.io import read_toml
 from agentbench.memory import return_freed_memory_setting
 from agentbench.rlft.rewards import (
+    REASONING_MEASURES,
     REWARD_NORMALISATIONS,
     REWARDS,
     RewardShaping,
@@ -262,6 +263,17 @@ class PPOConfig:
     )
     invalid_penalty: float = invalid_penalty_setting()
     exploration_bonus: float = exploration_bonus_setting()
+    reasoning_bonus: float = setting(
+        0.0,
+        "weight of a reasoning reward in the spirit of RLSP (SPEC 3): each step earns "
+        "reasoning_bonus x a score in [0, 1] of its text before ACTION=; logged apart as "
+        "mean_reasoning_bonus; 0 = off",
+    )
+    reasoning_measure: str = setting(
+        "length",
+        '"length": words / reasoning_words, capped at 1; "variety": distinct words / words',
+    )
+    reasoning_words: int = setting(100, '"length": the word count that earns the whole bonus')
     # ---- the agent (SPEC.md section 2)
     agent: LLMAgentSettings = setting(
         factory=LLMAgentSettings,
@@ -289,6 +301,7 @@ class PPOConfig:
         _choice("advantage", self.advantage, ADVANTAGES)
         _choice("reward", self.reward, REWARDS)
         _choice("reward_normalisation", self.reward_normalisation, REWARD_NORMALISATIONS)
+        _choice("reasoning_measure", self.reasoning_measure, REASONING_MEASURES)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         for name in (
             "num_envs",
@@ -300,6 +313,7 @@ class PPOConfig:
             "update_epochs",
             "keep_checkpoints",
             "eval_episodes",
+            "reasoning_words",
         ):
             _at_least(name, getattr(self, name), 1)
         for name in (
@@ -338,6 +352,9 @@ class PPOConfig:
             reward=self.reward,
             normalisation=self.reward_normalisation,
             reward_scale=self.reward_scale,
+            reasoning_bonus=self.reasoning_bonus,
+            reasoning_measure=self.reasoning_measure,
+            reasoning_words=self.reasoning_words,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -454,6 +471,7 @@ PPO_FLOAT_RANGES = {
     "reward_scale": POSITIVE,
     "invalid_penalty": NON_POSITIVE,
     "exploration_bonus": NON_NEGATIVE,
+    "reasoning_bonus": NON_NEGATIVE,
 }
 
 

@@ -84,7 +84,7 @@ from agentbench.rlft.precision import (
     resolve_compute_dtype,
     set_gradient_checkpointing,
 )
-from agentbench.rlft.rewards import training_rewards
+from agentbench.rlft.rewards import reasoning_bonuses, training_rewards
 from agentbench.rlft.value_head import (
     ValueHead,
     capture_last_hidden,
@@ -749,10 +749,21 @@ class PPOTrainer:
         logprob_sum, n_tokens, n_samples = self.parallel.sum(
             [float((tokens.cpu() * weights).sum()), float(weights.sum()), len(batch.samples)]
         )
+        shaping = self.config.reward_shaping()
+        reasoning = (
+            {
+                "mean_reasoning_bonus": float(
+                    np.mean(np.concatenate(reasoning_bonuses(batch.episodes, shaping)))
+                )
+            }  # fmt: skip
+            if shaping.reasoning_bonus
+            else {}
+        )
         return {
             **outcome_metrics(summarize(batch.episodes)),
             "mean_env_reward": float(np.mean([s.reward for s in steps])),
             "mean_train_reward": float(np.mean(np.concatenate(rewards))),
+            **reasoning,  # apart from the outcome reward, as RLSP keeps it
             "entropy": float(-logprob_sum / n_tokens),
             "tokens_per_step": float(n_tokens / n_samples),
         }

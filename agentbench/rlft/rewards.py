@@ -1,7 +1,9 @@
 """The training reward of every step, from plain values: one shaping for every trainer.
 
 Records keep the env's reward and nothing else; the -5 invalid-answer penalty
-(SPEC.md 2), the optional exploration bonus and any normalisation are applied here,
+(SPEC.md 2), the optional exploration bonus, the optional reasoning reward (in the
+spirit of RLSP: longer or more varied reasoning earns a weighted bonus, logged
+apart from the outcome reward) and any normalisation are applied here,
 at training time, from a :class:`RewardShaping` that each trainer builds from its
 own config (PPO: every field; expert iteration and return-conditioned training:
 the penalty and the bonus, env rewards unscaled, dense).
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from agentbench.agent.parsing import ACTION_PATTERN
 from agentbench.errors import ConfigError
 from agentbench.records import Episode
 from agentbench.settings import setting
@@ -22,6 +25,7 @@ from agentbench.shaping import EXPLORATION_BONUS, INVALID_ACTION_PENALTY
 
 REWARDS = ("dense", "sparse")
 REWARD_NORMALISATIONS = ("scale", "batch_std")
+REASONING_MEASURES = ("length", "variety")
 
 
 def invalid_penalty_setting() -> Any:
@@ -43,8 +47,16 @@ class RewardShaping:
     reward: str = "dense"  # "dense": every step's reward; "sparse": the total at the end
     normalisation: str = "scale"  # "scale": env / reward_scale; "batch_std": env / its std
     reward_scale: float = 1.0  # divisor of env rewards under "scale"
+    reasoning_bonus: float = 0.0  # weight of reasoning_score, in [0, 1] a step; 0 = off
+    reasoning_measure: str = "length"  # "length" or "variety" (reasoning_score)
+    reasoning_words: int = 100  # "length": the word count that earns the whole bonus
 
     def __post_init__(self) -> None:
+        if self.reasoning_measure not in REASONING_MEASURES:
+            raise ConfigError(
+                f"reasoning_measure {self.reasoning_measure!r} is not one of "
+                f"{', '.join(REASONING_MEASURES)}"
+            )
         if self.reward not in REWARDS:
             raise ConfigError(f"reward {self.reward!r} is not one of {', '.join(REWARDS)}")
         if self.normalisation not in REWARD_NORMALISATIONS:
@@ -52,6 +64,31 @@ class RewardShaping:
                 f"reward_normalisation {self.normalisation!r} is not one of "
                 f"{', '.join(REWARD_NORMALISATIONS)}"
             )
+
+
+def reasoning_score(text: str, measure: str = "length", words: int = 100) -> float:
+    """How much reasoning a generated text holds before its last ``ACTION=``, in [0, 1]:
+    "length": its word count over ``words`` (capped at 1); "variety": its distinct words
+    over its words (0 for none), so repeating one phrase earns little."""
+    answers = list(ACTION_PATTERN.finditer(text))
+    reasoning = (text[: answers[-1].start()] if answers else text).lower().split()
+    if not reasoning:
+        return 0.0
+    if measure == "length":
+        return min(1.0, len(reasoning) / words)
+    return len(set(reasoning)) / len(reasoning)
+
+
+def reasoning_bonuses(episodes: Sequence[Episode], shaping: RewardShaping) -> list[np.ndarray]:
+    """Each step's reasoning reward: ``reasoning_bonus * reasoning_score(step.text)``."""
+    if not shaping.reasoning_bonus:
+        return [np.zeros(len(ep.steps)) for ep in episodes]
+    measure, words = shaping.reasoning_measure, shaping.reasoning_words
+    return [
+        shaping.reasoning_bonus
+        * np.array([reasoning_score(s.text, measure, words) for s in ep.steps])  # fmt: skip
+        for ep in episodes
+    ]
 
 
 def training_rewards(episodes: Sequence[Episode], shaping: RewardShaping) -> list[np.ndarray]:
@@ -64,7 +101,8 @@ def training_rewards(episodes: Sequence[Episode], shaping: RewardShaping) -> lis
     yet tried in the episode that the policy chose: a valid answer's, or a forced
     step's (answer forcing: the model's own pick among the legal labels, which keeps
     its -5 as well); an invalid answer earns nothing for the random action played
-    in its place. "sparse" moves each episode's total to its last step.
+    in its place. The reasoning reward (:func:`reasoning_bonuses`) is added to every
+    step after normalisation. "sparse" moves each episode's total to its last step.
     """
     env_rewards = [np.array([s.reward for s in ep.steps], dtype=np.float64) for ep in episodes]
     scale = shaping.reward_scale
@@ -72,8 +110,9 @@ def training_rewards(episodes: Sequence[Episode], shaping: RewardShaping) -> lis
         std = float(np.concatenate(env_rewards).std()) if env_rewards else 0.0
         scale = std if std > 1e-8 else 1.0
     result = []
-    for episode, env in zip(episodes, env_rewards, strict=True):
-        rewards = env / scale
+    bonuses = reasoning_bonuses(episodes, shaping)
+    for episode, env, bonus in zip(episodes, env_rewards, bonuses, strict=True):
+        rewards = env / scale + bonus
         tried: set[int] = set()
         for i, step in enumerate(episode.steps):
             if not step.valid:
