@@ -44,6 +44,11 @@ class Step:
     # the answer named, and forced_probability the chosen label's probability
     forced: bool = False
     forced_probability: float | None = None
+    # LLM agents: what it takes to rebuild the step's prompt (agent.prompts): the labels
+    # shown this step when randomise_labels shuffled them, and the exploration mechanism
+    # that answered from a template instead of the model ("try-all", "epsilon")
+    shown_labels: list[str] | None = None
+    mechanism: str | None = None
 
 
 @dataclass

@@ -179,6 +179,8 @@ def _advance(slot: _Slot, decision: Decision) -> bool:
             text=decision.text,
             forced=bool(forced),
             forced_probability=float(forced["probability"]) if forced else None,
+            shown_labels=decision.extras.get("shown_labels"),
+            mechanism=decision.extras.get("mechanism"),
         )
     )
     slot.observation, slot.info = observation, info
