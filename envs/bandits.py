@@ -40,6 +40,7 @@ from agentbench.envs.protocol import (
     check_action,
     format_transition,
 )
+from agentbench.envs.scenarios import DESCRIPTIONS, MAX_SCENARIO_ARMS, SCENARIOS
 from agentbench.errors import ConfigError
 
 # The button variant's labels (SPEC.md 1.1): one colour per arm, enough for 20 arms.
@@ -49,7 +50,9 @@ COLOUR_LABELS: tuple[str, ...] = (
 )  # fmt: skip
 
 DISTRIBUTIONS = ("gaussian", "bernoulli")
-LABEL_VARIANTS = ("button", "continuous")
+LABEL_VARIANTS = ("button", "continuous")  # the registered ids' variants
+# labels= also takes a verbal scenario (envs/scenarios.py), given as an env setting
+ACCEPTED_LABELS = (*LABEL_VARIANTS, *SCENARIOS)
 # Gaussian reward standard deviation per noise level (SPEC.md 1.1).
 GAUSSIAN_NOISE_STD = {"low": 0.1, "medium": 1.0, "high": 3.0}
 # Bernoulli gap between the best arm and every other arm per noise level: best
@@ -141,6 +144,7 @@ class BanditSpec:
     labels: str = "button"
     horizon: int = DEFAULT_HORIZON
     tape_version: int = 0  # how rewards are drawn: the id's version suffix (module docstring)
+    description: str = "base"  # "detailed" also says how each arm's rewards are distributed
 
     def __post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
@@ -150,14 +154,23 @@ class BanditSpec:
             )
         if not isinstance(self.n_arms, (int, np.integer)) or self.n_arms < 2:
             raise ConfigError(f"n_arms must be an integer of at least 2, got {self.n_arms!r}")
-        if self.labels not in LABEL_VARIANTS:
+        if self.labels not in ACCEPTED_LABELS:
             raise ConfigError(
-                f"unknown label variant {self.labels!r}: accepted are {', '.join(LABEL_VARIANTS)}"
+                f"unknown label variant {self.labels!r}: accepted are {', '.join(ACCEPTED_LABELS)}"
             )
         if self.labels == "button" and self.n_arms > len(COLOUR_LABELS):
             raise ConfigError(
                 f"the button variant has {len(COLOUR_LABELS)} colours, so at most "
                 f"{len(COLOUR_LABELS)} arms; got n_arms={self.n_arms} (use labels='continuous')"
+            )
+        if self.labels in SCENARIOS and self.n_arms > MAX_SCENARIO_ARMS:
+            raise ConfigError(
+                f"the {self.labels} scenario names {MAX_SCENARIO_ARMS} actions, so at most "
+                f"{MAX_SCENARIO_ARMS} arms; got n_arms={self.n_arms}"
+            )
+        if self.description not in DESCRIPTIONS:
+            raise ConfigError(
+                f"unknown description {self.description!r}: accepted are {', '.join(DESCRIPTIONS)}"
             )
         if self.noise not in GAUSSIAN_NOISE_STD:
             raise ConfigError(
@@ -175,6 +188,8 @@ class BanditSpec:
     def arm_labels(self) -> list[str]:
         if self.labels == "button":
             return list(COLOUR_LABELS[: self.n_arms])
+        if self.labels in SCENARIOS:
+            return SCENARIOS[self.labels].names[: self.n_arms]
         return [str(i) for i in range(self.n_arms)]
 
     def draw_instance(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -229,14 +244,40 @@ class BanditSpec:
         if self.labels == "button":
             setting = f"You are in a room with {self.n_arms} buttons labelled {labels}."
             thing, act = "button", "press"
+        elif self.labels in SCENARIOS:
+            scenario = SCENARIOS[self.labels]
+            setting = scenario.setting.format(n=self.n_arms, labels=labels)
+            thing, act = scenario.thing, scenario.act
+            story = (
+                scenario.gaussian_reward
+                if self.distribution == "gaussian"
+                else scenario.bernoulli_reward
+            )
+            reward_words = f"{reward_words} ({story})"
         else:
             setting = f"You are choosing among {self.n_arms} actions, numbered {labels}."
             thing, act = "action", "choose"
-        return (
+        text = (
             f"{setting} Each {thing} gives {reward_words} that is specific to that {thing} "
             f"and unknown to you; the distributions do not change over time. You have "
             f"{self.horizon} turns; at each turn you {act} one {thing}. Your goal is to "
             f"maximise the total reward over all {self.horizon} turns."
+        )
+        if self.description == "detailed":
+            text += " " + self.distribution_text(thing)
+        return text
+
+    def distribution_text(self, thing: str) -> str:
+        """The detailed description's sentence on how each arm's rewards are drawn."""
+        if self.distribution == "gaussian":
+            return (
+                f"The rewards of each {thing} follow a normal distribution with a mean of its "
+                f"own, between 0 and 1, and a standard deviation of "
+                f"{GAUSSIAN_NOISE_STD[self.noise]:g}, the same for every {thing}."
+            )
+        return (
+            f"Each {thing} gives 1 with a probability of its own and 0 otherwise; "
+            f"the probabilities lie between 0 and 1."
         )
 
 
@@ -258,8 +299,11 @@ class MultiArmedBanditEnv(gym.Env):
         horizon: int = DEFAULT_HORIZON,
         render_mode: str | None = None,
         tape_version: int = 0,
+        description: str = "base",
     ) -> None:
-        self.spec_params = BanditSpec(distribution, n_arms, noise, labels, horizon, tape_version)
+        self.spec_params = BanditSpec(
+            distribution, n_arms, noise, labels, horizon, tape_version, description
+        )
         if render_mode not in (None, "ansi"):
             raise ConfigError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
@@ -372,10 +416,13 @@ class MultiArmedBanditVectorEnv(gym.vector.VectorEnv):
         horizon: int = DEFAULT_HORIZON,
         render_mode: str | None = None,
         tape_version: int = 0,
+        description: str = "base",
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ConfigError(f"num_envs must be an integer of at least 1, got {num_envs!r}")
-        self.spec_params = BanditSpec(distribution, n_arms, noise, labels, horizon, tape_version)
+        self.spec_params = BanditSpec(
+            distribution, n_arms, noise, labels, horizon, tape_version, description
+        )
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.single_action_space = spaces.Discrete(n_arms)

@@ -15,6 +15,7 @@ from agentbench.envs.bandits import (
     MultiArmedBanditEnv,
     MultiArmedBanditVectorEnv,
 )
+from agentbench.envs.protocol import check_text_env
 from agentbench.errors import ConfigError
 
 ALPHA = 1e-3  # significance level of the statistical tests: a correct env fails 0.1% of seeds
@@ -218,3 +219,64 @@ def test_vector_env_rejects_bad_actions_and_bad_seeds() -> None:
         vec.step(np.array([0, 3]))
     with pytest.raises(ConfigError, match="num_envs must be"):
         MultiArmedBanditVectorEnv(0)
+
+
+# ---------------------------------------------------------------- verbal scenarios
+
+
+@pytest.mark.parametrize("scenario", ["ads", "videos", "clothes"])
+def test_a_verbal_scenario_names_up_to_100_distinct_actions(scenario: str) -> None:
+    env = gym.make("agentbench/GaussianBandit-v0", n_arms=100, labels=scenario)
+    env.reset(seed=0)
+    labels = env.unwrapped.action_labels()
+    assert len(set(labels)) == 100 and all(label.strip() == label for label in labels)
+    text = env.unwrapped.task_instruction()
+    assert ", ".join(labels) in text and "100" in text
+    check_text_env(env)
+    vec = MultiArmedBanditVectorEnv(2, n_arms=7, labels=scenario)
+    assert vec.spec_params.arm_labels == labels[:7]
+    with pytest.raises(ConfigError, match=f"the {scenario} scenario names 100 actions"):
+        gym.make("agentbench/GaussianBandit-v0", n_arms=101, labels=scenario)
+
+
+@pytest.mark.parametrize(
+    ("distribution", "noise", "sentence"),
+    [
+        ("gaussian", "high", "a standard deviation of 3, the same for every ad"),
+        ("bernoulli", "low", "Each ad gives 1 with a probability of its own"),
+    ],
+)
+def test_the_detailed_description_says_how_rewards_are_drawn(
+    distribution: str, noise: str, sentence: str
+) -> None:
+    def instruction(description: str) -> str:
+        env = gym.make("agentbench/GaussianBandit-v0", distribution=distribution, noise=noise,
+                       n_arms=4, labels="ads", description=description)  # fmt: skip
+        return env.unwrapped.task_instruction()
+
+    base, detailed = instruction("base"), instruction("detailed")
+    assert detailed.startswith(base) and sentence in detailed and sentence not in base
+    with pytest.raises(ConfigError, match="unknown description 'long'"):
+        instruction("long")
+
+
+def test_an_llm_agent_plays_a_scenario_with_multiword_labels() -> None:
+    from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+    from agentbench.models.interface import Generation
+    from agentbench.rollout import play
+    from agentbench.testing.planted import ACTION_LIST_PATTERN
+
+    class Last:
+        """Answers the last listed action, written in lower case."""
+
+        name = "last"
+
+        def generate(self, prompts, config, seeds=None):
+            listed = [ACTION_LIST_PATTERN.findall(chat[-1]["content"])[-1] for chat in prompts]
+            return [Generation(f"ACTION={labels.split(', ')[-1].lower()}") for labels in listed]
+
+    agent = LLMAgent(Last(), LLMAgentSettings(cot=False))
+    (episode,) = play(agent, "agentbench/BernoulliBandit-v0", [0],
+                      env_kwargs={"n_arms": 3, "labels": "videos", "horizon": 5})  # fmt: skip
+    assert [step.label for step in episode.steps] == ["Science Documentary"] * 5
+    assert all(step.valid for step in episode.steps)
