@@ -16,7 +16,6 @@ show up in the coverage and frequency analyses.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,41 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agentbench.agent.interface import Decision, Turn
+from agentbench.confidence_bounds import DEFAULT_UCB_C, ucb_values
 from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY
 from agentbench.envs.bandits import GAUSSIAN_NOISE_STD
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
 from agentbench.records import Step
 
-# The reference UCB constant: mean + sqrt(c ln t / n) with c = 2 is UCB1
-# (Auer, Cesa-Bianchi & Fischer, 2002), the formula of SPEC.md section 4.
-DEFAULT_UCB_C = 2.0
 DEFAULT_EPSILON = 0.1  # SPEC.md 2: the epsilon of the epsilon-greedy mechanism
 
 # A UCB formula: (counts, sums, t) -> one value per arm, +inf for untried arms.
 UCBFormula = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-
-
-def ucb_values(
-    counts: np.ndarray, sums: np.ndarray, t: int, c: float = DEFAULT_UCB_C
-) -> np.ndarray:
-    """UCB value of every arm: ``mean + sqrt(c * ln t / n)``, +inf for untried arms.
-
-    ``t`` is the number of steps taken so far (``len(history)``), ``n`` the
-    arm's pull count. With the default ``c = 2`` this is UCB1, the reference of
-    SPEC.md section 4; this function is the one place the formula lives, and
-    the knowing-doing analysis imports it to recompute the true values.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    sums = np.asarray(sums, dtype=np.float64)
-    # ln t >= 0: once every arm is tried t >= n_arms >= 1; max() guards t = 0 calls.
-    log_t = math.log(max(int(t), 1))
-    if counts.all():  # most steps: no masks needed
-        return sums / counts + np.sqrt(c * log_t / counts)
-    values = np.full(counts.shape, np.inf)
-    tried = counts > 0
-    values[tried] = sums[tried] / counts[tried] + np.sqrt(c * log_t / counts[tried])
-    return values
 
 
 def argmax_random_tie(values: np.ndarray, rng: np.random.Generator) -> int:

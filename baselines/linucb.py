@@ -1,14 +1,10 @@
 """Disjoint LinUCB (Li, Chu, Langford & Schapire, 2010, Algorithm 1) for contextual bandits.
 
-Each arm ``a`` has its own ridge regression of reward on the context ``x``:
-
-    A_a = ridge * I + sum x x^T,   b_a = sum r x   (over the steps that pulled a)
-    theta_a = A_a^-1 b_a,          p_a = theta_a . x + alpha * sqrt(x^T A_a^-1 x)
-
-and the agent plays argmax p_a. Like every baseline it is stateless: A and b
-are rebuilt from ``turn.history`` at each decision (one ``einsum`` and a batched
-solve of K small systems), with the past contexts read from
-``Step.observation`` and the current one from ``turn.observation``.
+The agent plays the arm with the highest bound ``agentbench.confidence_bounds.linucb_values``
+(each arm's ridge regression of reward on the context, plus ``alpha`` widths). Like every
+baseline it is stateless: the regressions are rebuilt from ``turn.history`` at each
+decision (one ``einsum`` and a batched solve of K small systems), with the past contexts
+read from ``Step.observation`` and the current one from ``turn.observation``.
 
 A constant feature 1 is appended to the context by default (``intercept``).
 The rating model of SPEC.md 1.2 is ``offset + scale * user . movie``: without
@@ -22,54 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from agentbench.agent.interface import Decision, Turn
 from agentbench.baselines.bandit import _is_number, argmax_random_tie
+from agentbench.confidence_bounds import DEFAULT_ALPHA, DEFAULT_RIDGE, linucb_values
 from agentbench.envs import CONTEXTUAL_FAMILY
 from agentbench.errors import ConfigError
-from agentbench.records import Step
-
-DEFAULT_ALPHA = 1.0
-DEFAULT_RIDGE = 1.0
-
-
-def context_features(observation: object, intercept: bool = True) -> np.ndarray:
-    """The context vector as float64, with a trailing 1 when ``intercept``."""
-    x = np.asarray(observation, dtype=np.float64).reshape(-1)
-    return np.append(x, 1.0) if intercept else x
-
-
-def linucb_values(
-    history: Sequence[Step],
-    context: np.ndarray,
-    n_arms: int,
-    alpha: float = DEFAULT_ALPHA,
-    ridge: float = DEFAULT_RIDGE,
-    intercept: bool = True,
-) -> np.ndarray:
-    """Upper confidence bound ``p_a`` of every arm for ``context``, given ``history``."""
-    x = context_features(context, intercept)
-    d = len(x)
-    design = np.eye(d) * ridge + np.zeros((n_arms, d, d))  # A_a, one per arm
-    target = np.zeros((n_arms, d))  # b_a
-    if history:
-        past = np.array([step.observation for step in history], dtype=np.float64)
-        if intercept:
-            past = np.hstack([past, np.ones((len(past), 1))])
-        actions = np.fromiter((step.action for step in history), dtype=np.int64)
-        rewards = np.fromiter((step.reward for step in history), dtype=np.float64)
-        # Per-arm sums as matrix products with the one-hot (n, K) matrix of pulls.
-        pulled = np.eye(n_arms)[actions]
-        outer = (past[:, :, None] * past[:, None, :]).reshape(len(past), d * d)
-        design += (pulled.T @ outer).reshape(n_arms, d, d)
-        target += pulled.T @ (rewards[:, None] * past)
-    # One batched solve for theta_a = A_a^-1 b_a and A_a^-1 x (A_a is symmetric positive definite).
-    rhs = np.stack([target, np.broadcast_to(x, (n_arms, d))], axis=2)
-    solved = np.linalg.solve(design, rhs)
-    theta, a_inv_x = solved[:, :, 0], solved[:, :, 1]
-    width = np.sqrt(np.maximum(a_inv_x @ x, 0.0))
-    return theta @ x + alpha * width
 
 
 @dataclass

@@ -38,7 +38,7 @@ from agentbench.analysis.knowing_doing import (
     parse_ucb_values,
     run_knowing_doing_probe,
 )
-from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
+from agentbench.confidence_bounds import DEFAULT_UCB_C, ucb_values
 from agentbench.envs import make
 from agentbench.errors import ConfigError
 from agentbench.metrics import (

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentbench.agent.parsing import PLACEHOLDER, format_action
+from agentbench.confidence_bounds import DEFAULT_ALPHA, linucb_terms, ucb_values
 from agentbench.envs.protocol import TextEnv, format_reward, format_transition
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
@@ -31,6 +32,17 @@ DIRECT_INSTRUCTION = (
 QUESTION = "Step {step}: which action do you take?"
 NO_HISTORY = "No steps taken yet."
 RETURN_LINE = "Target return: {token}."  # return-conditioned RL (SPEC.md 3)
+# Algorithm guides (BanditBench's algorithm-guided summaries, in our words): what UCB
+# or LinUCB would compute from the history, shown to the model, which still decides.
+GUIDES = ("ucb", "linucb")
+UCB_GUIDE = (
+    "UCB guide: each action's mean reward + exploration bonus sqrt(2 ln t / n), with "
+    "t = {t} steps so far and n the action's count; UCB would pick the highest value."
+)
+LINUCB_GUIDE = (
+    "LinUCB guide for this context: each action's predicted reward (a linear fit of its "
+    "rewards on the features) + exploration bonus; LinUCB would pick the highest value."
+)
 
 
 @dataclass(frozen=True)
@@ -41,11 +53,16 @@ class ContextSettings:
     history_length: int | None = 50  # C: how many past transitions to show; None = all
     summary: bool = False  # append per-action count and mean reward (context summary)
     return_token: str | None = None  # return-conditioned RL: "good" / "bad"; None = no line
+    guide: str | None = None  # "ucb" / "linucb": the algorithm's values in the context
 
     def __post_init__(self) -> None:
         token = self.return_token
         if token is not None and (not token.strip() or "\n" in token):
             raise ConfigError(f"return_token must be one non-empty line or None, got {token!r}")
+        if self.guide is not None and self.guide not in GUIDES:
+            raise ConfigError(
+                f"guide must be one of {', '.join(GUIDES)} or None, got {self.guide!r}"
+            )
 
 
 def history_lines(
@@ -80,13 +97,44 @@ def summary_lines(history: Sequence[Step], labels: Sequence[str]) -> list[str]:
     return lines
 
 
+def guide_lines(
+    history: Sequence[Step], labels: Sequence[str], guide: str, observation: object = None
+) -> list[str]:
+    """The algorithm guide: every action's value as ``mean + bonus = value`` (UCB, from the
+    history's counts and rewards) or ``prediction + bonus = value`` (LinUCB, for the
+    current context ``observation``), two decimals, in the env's action order."""
+    if guide == "ucb":
+        counts, sums = arm_statistics(history, len(labels))
+        values, means = ucb_values(counts, sums, len(history)), empirical_means(counts, sums)
+        lines = [UCB_GUIDE.format(t=len(history))]
+        for label, count, mean, value in zip(labels, counts, means, values, strict=True):
+            if count == 0:
+                lines.append(f"{label}: never chosen, value inf")
+            else:
+                lines.append(f"{label}: {format_reward(mean)} + "
+                             f"{format_reward(value - mean)} = {format_reward(value)}")  # fmt: skip
+        return lines
+    if observation is None:
+        raise ConfigError("the LinUCB guide needs the current context's features (observation)")
+    prediction, width = linucb_terms(history, np.asarray(observation), len(labels))
+    bonus = DEFAULT_ALPHA * width
+    return [LINUCB_GUIDE] + [
+        f"{label}: {format_reward(p)} + {format_reward(b)} = {format_reward(p + b)}"
+        for label, p, b in zip(labels, prediction, bonus, strict=True)
+    ]
+
+
 def build_context(
     env: TextEnv,
     history: Sequence[Step],
     settings: ContextSettings = ContextSettings(),
     display_labels: Sequence[str] | None = None,
+    observation: object = None,
+    demonstrations: str = "",
 ) -> Chat:
-    """The chat for the next decision in ``env`` given the episode so far."""
+    """The chat for the next decision in ``env`` given the episode so far (``observation``:
+    the current one, which the LinUCB guide reads; ``demonstrations``: expert episodes
+    shown after the task instruction, agent.demonstrations)."""
     env_labels = env.action_labels()
     labels = list(display_labels) if display_labels is not None else env_labels
     legal_labels = [labels[a] for a in env.legal_actions()]
@@ -95,10 +143,12 @@ def build_context(
         rank = {label: i for i, label in enumerate(env_labels)}
         legal_labels.sort(key=rank.__getitem__)
     instruction = COT_INSTRUCTION if settings.cot else DIRECT_INSTRUCTION
-    parts = [
-        env.task_instruction(),
-        instruction.format(example=format_action(PLACEHOLDER), labels=", ".join(legal_labels)),
-    ]
+    parts = [env.task_instruction()]
+    if demonstrations:
+        parts.append(demonstrations)
+    parts.append(
+        instruction.format(example=format_action(PLACEHOLDER), labels=", ".join(legal_labels))
+    )
     lines = history_lines(env, history, settings, display_labels)
     if lines:
         total = len(history)
@@ -112,6 +162,8 @@ def build_context(
         parts.append(NO_HISTORY)
     if settings.summary:
         parts.append("\n".join(["Summary of each action so far:", *summary_lines(history, labels)]))
+    if settings.guide is not None:
+        parts.append("\n".join(guide_lines(history, labels, settings.guide, observation)))
     state = env.state_text()
     if state:
         parts.append(state)

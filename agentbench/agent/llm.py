@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from agentbench.agent.context import ContextSettings, build_context, shuffled_labels
+from agentbench.agent.demonstrations import demonstrations_text
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
-from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY, get_preset
+from agentbench.envs import ARM_FAMILIES, BANDIT_FAMILY, CONTEXTUAL_FAMILY, get_preset
 from agentbench.errors import ConfigError
 from agentbench.models.interface import (
     Chat,
@@ -38,6 +39,7 @@ TRY_ALL_RATIONALE = (
 )
 EPSILON_RATIONALE = "I explore this step with an action chosen at random. {action}"
 # extras["mechanism"] of the decisions answered from a template, without the model
+GUIDE_FAMILIES = {"ucb": BANDIT_FAMILY, "linucb": CONTEXTUAL_FAMILY}  # what each guide fits
 TRY_ALL, EPSILON = "try-all", "epsilon"
 TEMPLATE_MECHANISMS = (TRY_ALL, EPSILON)
 SELF_CORRECTION_PROMPT = (
@@ -67,6 +69,17 @@ class LLMAgentSettings:
     )
     randomise_labels: bool = setting(False, "shuffle action labels every step (bandits), map back")
     summary: bool = setting(False, "append per-action count and mean reward to the context")
+    demonstrations: int = setting(
+        0,
+        "k whole episodes of UCB on the same multi-armed bandit and settings (other seeds), "
+        "shown after the task instruction (BanditBench's few-shot demonstrations); 0 = none",
+    )
+    guide: str | None = setting(
+        None,
+        '"ucb" (bandits) or "linucb" (contextual bandits): append every action\'s value as the '
+        "algorithm computes it from the history (BanditBench's algorithm-guided summary); "
+        "the model still decides",
+    )
     self_correction: bool = setting(False, "a second pass sees the first answer and may revise it")
     self_consistency: int = setting(1, "k samples with majority vote (SPEC: 16); 1 = off")
     consistency_temperature: float = setting(1.0, "sampling temperature of the k samples")
@@ -94,12 +107,20 @@ class LLMAgentSettings:
             raise ConfigError(f"self_consistency must be at least 1, got {self.self_consistency}")
         if self.temperature < 0 or self.consistency_temperature < 0:
             raise ConfigError("temperatures must be >= 0")
-        _ = self.context  # ContextSettings checks return_token
+        if self.demonstrations < 0:
+            raise ConfigError(f"demonstrations must be >= 0, got {self.demonstrations}")
+        if self.demonstrations and self.randomise_labels:
+            raise ConfigError(
+                "demonstrations show the env's own labels; they cannot be combined with "
+                "randomise_labels, which shows others every step"
+            )
+        _ = self.context  # ContextSettings checks return_token and guide
 
     @property
     def context(self) -> ContextSettings:
         return ContextSettings(cot=self.cot, history_length=self.history_length,
-                               summary=self.summary, return_token=self.return_token)  # fmt: skip
+                               summary=self.summary, return_token=self.return_token,
+                               guide=self.guide)  # fmt: skip
 
     @property
     def max_new_tokens(self) -> int:
@@ -175,9 +196,19 @@ class LLMAgent:
 
     def _prepare(self, index: int, turn: Turn) -> _Pending:
         labels = turn.env.action_labels()
+        guide = self.settings.guide
+        if guide is not None and _family(turn) != GUIDE_FAMILIES[guide]:
+            raise ConfigError(
+                f"the {guide} guide is for {GUIDE_FAMILIES[guide]!r} envs ("
+                f"{'multi-armed' if guide == 'ucb' else 'contextual'} bandits); {turn.env_id} "
+                f"is of family {_family(turn)!r}"
+            )
         if not self.settings.randomise_labels:
-            return _Pending(index, build_context(turn.env, turn.history, self.settings.context),
-                            list(labels))  # fmt: skip
+            k = self.settings.demonstrations
+            shown = demonstrations_text(turn.env, _family(turn), k) if k else ""
+            chat = build_context(turn.env, turn.history, self.settings.context,
+                                 observation=turn.observation, demonstrations=shown)  # fmt: skip
+            return _Pending(index, chat, list(labels))
         if _family(turn) != BANDIT_FAMILY:
             raise ConfigError(
                 f"randomise_labels needs interchangeable action labels (multi-armed "
@@ -186,7 +217,8 @@ class LLMAgent:
         # Action a is shown as shown[a] this step, in the history too; the model's
         # answer is parsed against the shown labels, so its index is the real action.
         shown = shuffled_labels(labels, turn.rng)
-        chat = build_context(turn.env, turn.history, self.settings.context, display_labels=shown)
+        chat = build_context(turn.env, turn.history, self.settings.context, display_labels=shown,
+                             observation=turn.observation)  # fmt: skip
         return _Pending(index, chat, shown)
 
     def _ask_model(self, pending: list[_Pending], turns: Sequence[Turn]) -> list[Decision]:

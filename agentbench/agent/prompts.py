@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentbench.agent.context import build_context
+from agentbench.agent.demonstrations import demonstrations_text
 from agentbench.agent.llm import LLMAgentSettings, settings_from_dict
 from agentbench.envs import make, text_env
 from agentbench.errors import ConfigError
@@ -31,16 +32,20 @@ def episode_prompts(episode: Episode) -> list[Chat | None]:
     settings = _agent_settings(episode)
     env = make(episode.env_id, **episode.env_kwargs)
     try:
-        env.reset(seed=episode.seed)
+        observation, _ = env.reset(seed=episode.seed)
         view = text_env(env)
+        k = settings.demonstrations
+        shown = demonstrations_text(view, episode.family, k) if k else ""
         prompts: list[Chat | None] = []
         for t, step in enumerate(episode.steps):
             if step.mechanism is not None:
                 prompts.append(None)
             else:
                 prompts.append(build_context(view, episode.steps[:t], settings.context,
-                                             display_labels=step.shown_labels))  # fmt: skip
-            env.step(step.action)
+                                             display_labels=step.shown_labels,
+                                             observation=observation,
+                                             demonstrations=shown))  # fmt: skip
+            observation, *_ = env.step(step.action)
     finally:
         env.close()
     return prompts

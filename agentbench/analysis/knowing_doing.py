@@ -51,7 +51,7 @@ from agentbench.analysis.frequency_bias import (
     progress_bar,
     shown_statistics,
 )
-from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
+from agentbench.confidence_bounds import DEFAULT_UCB_C, ucb_values
 from agentbench.envs import text_env
 from agentbench.envs.protocol import TextEnv
 from agentbench.errors import ConfigError

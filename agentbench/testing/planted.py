@@ -40,7 +40,7 @@ from scipy.special import log_softmax
 from agentbench.agent.context import ACTION_LIST
 from agentbench.agent.parsing import format_action, normalise_label, parse_action
 from agentbench.analysis.knowing_doing import UCB_BONUS, UCB_OPEN, format_ucb_values
-from agentbench.baselines.bandit import DEFAULT_UCB_C, ucb_values
+from agentbench.confidence_bounds import DEFAULT_UCB_C, ucb_values
 from agentbench.envs.protocol import TRANSITION_LINE, TRANSITION_STATE
 from agentbench.errors import ConfigError
 from agentbench.metrics import arm_statistics, empirical_means
