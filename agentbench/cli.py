@@ -231,91 +231,28 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from agentbench.io import read_toml
-    from agentbench.rlft import PPOTrainer, ppo_config_from_dict
-    from agentbench.rlft.checkpoint import latest_checkpoint
+    from agentbench.rlft.run import export_policy, make_trainer, train_and_evaluate
 
     data = read_toml(args.config, "training config file")
-    method = data.pop("method", "ppo")
-    if method in SELF_TRAINING:
-        return _self_train(method, data, args, console)
-    if method != "ppo":
-        raise ConfigError(f"method {method!r} is not one of ppo, {', '.join(SELF_TRAINING)}")
-    config = ppo_config_from_dict(data)
-    if args.out:
-        config.output_dir = args.out
-    if latest_checkpoint(config.output_dir) is not None:
-        # A run continues with the config it started with (its schedule depends on it).
-        console.print(f"resuming the run in {config.output_dir} with its own config")
-        trainer = PPOTrainer.resume(config.output_dir)
-    else:
-        trainer = PPOTrainer(config)
-    started = time.perf_counter()
-    records = trainer.train()
-    if trainer.last_evaluation is not None and trainer.last_evaluation[0] == trainer.update:
-        summary = trainer.last_evaluation[1]  # the run evaluated its last update already
-    else:
-        summary, _ = trainer.evaluate()
-    if not trainer.parallel.is_main:
-        return 0  # under accelerate launch, one process reports and exports
-    _print_evaluation(
-        console, summary, f"held-out evaluation after {trainer.update} updates (greedy)"
-    )
-    console.print(
-        f"{sum(r['update'] > 0 for r in records)} updates in "  # not the update-0 evaluation
-        f"{time.perf_counter() - started:.0f} s; "
-        f"metrics and checkpoints in {config.output_dir}"
-    )
-    if args.export:
-        console.print(f"fine-tuned model: {trainer.export_model(args.export)}")
-    return 0
-
-
-SELF_TRAINING = ("expert-iteration", "return-conditioned")
-
-
-def _self_train(method: str, data: dict[str, Any], args: argparse.Namespace,
-                console: Console) -> int:  # fmt: skip
-    """Expert iteration or return-conditioned training from a TOML config: the keys of
-    its config class, with [model], [env], [agent] and [sft] tables."""
-
-    from agentbench.rlft import (
-        ExpertIteration,
-        ExpertIterationConfig,
-        ReturnConditioned,
-        ReturnConditionedConfig,
-    )
-    from agentbench.rlft.checkpoint import latest_checkpoint
-    from agentbench.rlft.config import reject_moved_settings
-    from agentbench.settings import config_from_dict
-
-    trainer_class, config_class = {
-        "expert-iteration": (ExpertIteration, ExpertIterationConfig),
-        "return-conditioned": (ReturnConditioned, ReturnConditionedConfig),
-    }[method]
-    data = dict(data)
-    if args.out:
-        data["output_dir"] = args.out
-    reject_moved_settings(data)
-    config = config_from_dict(config_class, data, method)  # [model], [env], [agent], [sft]
-    if config.output_dir and latest_checkpoint(config.output_dir) is not None:
-        # A run continues with the config it started with, as PPO's does.
-        console.print(f"resuming the run in {config.output_dir} with its own config")
-        trainer = trainer_class.resume(config.output_dir)
-    else:
-        trainer = trainer_class(config)
+    trainer, resumed = make_trainer(data, args.out)
     config = trainer.config
+    if resumed:
+        console.print(f"resuming the run in {config.output_dir} with its own config")
     started = time.perf_counter()
-    records = trainer.train()
-    seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
-    summary, _ = trainer.evaluate(seeds)
-    _print_evaluation(console, summary, f"held-out evaluation after {trainer.iteration} iterations")
-    console.print(f"{len(records)} iterations in {time.perf_counter() - started:.0f} s"
-                  + (f"; metrics in {config.output_dir}" if config.output_dir else ""))  # fmt: skip
+    records, summary = train_and_evaluate(trainer)
+    parallel = getattr(trainer, "parallel", None)
+    if parallel is not None and not parallel.is_main:
+        return 0  # under accelerate launch, one process reports and exports
+    ppo = hasattr(trainer, "update")
+    steps = f"{trainer.update} updates" if ppo else f"{trainer.iteration} iterations"
+    _print_evaluation(console, summary, f"held-out evaluation after {steps} (greedy)")
+    done = sum(r["update"] > 0 for r in records) if ppo else len(records)  # not update 0's
+    console.print(
+        f"{done} {'updates' if ppo else 'iterations'} in {time.perf_counter() - started:.0f} s"
+        + (f"; metrics and checkpoints in {config.output_dir}" if config.output_dir else "")
+    )
     if args.export:
-        from agentbench.rlft.checkpoint import export_model
-
-        path = export_model(trainer.generator.model, trainer.generator.tokenizer, args.export)
-        console.print(f"fine-tuned model: {path}")
+        console.print(f"fine-tuned model: {export_policy(trainer, args.export)}")
     return 0
 
 

@@ -7,12 +7,19 @@ it, at two scales, and the published numbers to put next to ours:
     title = "..."                 # one line
     description = "..."           # what it shows, and how to read it
     paper = "..."                 # where it is published
-    kind = "suite"                # "suite": a suite run; "probe": failure-mode probes
+    kind = "suite"                # "suite": a suite run; "probe": failure-mode probes;
+                                  # "train": training runs, then a suite that evaluates them
 
     [suite]                       # kind = "suite": a suite table; "{model}" is --model
     [probe]                       # kind = "probe": probes = [...], env and their settings
+    [train.NAME]                  # kind = "train": a training config (agentbench train's
+                                  # keys); [model] name "{model}" is --model
+    [evaluate]                    # kind = "train": the suite; "{run:NAME}" is the model
+                                  # trained by [train.NAME]
+    paired_reference = "..."      # kind = "train", optional: the agent (a part of its
+                                  # label) every other is paired with (paired.md)
 
-    [scale.small]                 # merged over [suite] / [probe]: a 2-core CPU, < 1 hour
+    [scale.small]                 # merged over the tables above: a 2-core CPU, < 1 hour
     note = "..."                  # what the small scale changes (the report says it)
     [scale.paper]                 # the published setting (a GPU or a served model)
     note = "..."
@@ -26,8 +33,10 @@ it, at two scales, and the published numbers to put next to ours:
     source = "Gemma2 2B"          # which model or figure the number is from
     claim = "..."                 # optional: what the paper reports, in words
 
-``run_experiment`` writes into one directory: ``run/`` (the suite run) or
-``analysis/`` (the probe results), ``report/`` (``agentbench report`` of it) and
+``run_experiment`` writes into one directory: ``train/NAME/`` (each training run,
+its exported model in ``model/``), ``run/`` (the suite run) or ``analysis/`` (the
+probe results), ``paired.md`` (training: every agent paired with the reference on
+the same seeds), ``report/`` (``agentbench report`` of it) and
 ``reference.md`` / ``reference.json`` (our value with its 95% interval next to
 every published one), with the scale and its note at the top.
 """
@@ -53,7 +62,8 @@ from agentbench.io import (
 from agentbench.settings import config_from_dict, setting
 
 PAPER_DIR = "paper"
-KINDS = ("suite", "probe")
+KINDS = ("suite", "probe", "train")
+RUN_PLACEHOLDER = "{{run:{name}}}"  # kind = train: the model trained by [train.NAME]
 SCALES = ("small", "paper")
 MODEL_PLACEHOLDER = "{model}"
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -84,6 +94,9 @@ class Experiment:
     kind: str = setting("suite", '"suite" or "probe"')
     suite: dict[str, Any] = setting(factory=dict, help="kind = suite: the suite table")
     probe: dict[str, Any] = setting(factory=dict, help="kind = probe: probes, env, settings")
+    train: dict[str, Any] = setting(factory=dict, help="kind = train: [train.NAME] configs")
+    evaluate: dict[str, Any] = setting(factory=dict, help="kind = train: the evaluation suite")
+    paired_reference: str = setting("", "kind = train: the agent the others are paired with")
     scale: dict[str, Any] = setting(factory=dict, help="[scale.small] and [scale.paper]")
     reference: list[Any] = setting(factory=list, help="[[reference]] rows")
     references: list[Reference] = field(default_factory=list, init=False)
@@ -91,6 +104,10 @@ class Experiment:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"experiment {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind == "train" and not (self.train and self.evaluate):
+            raise ConfigError(
+                f"experiment {self.name}: kind train needs [train.NAME] tables and [evaluate]"
+            )
         if sorted(self.scale) != sorted(SCALES):
             raise ConfigError(
                 f"experiment {self.name}: needs [scale.small] and [scale.paper] tables, "
@@ -101,26 +118,61 @@ class Experiment:
             for row in self.reference
         ]
 
-    def table(self, scale: str, model: str, base_url: str | None = None) -> dict[str, Any]:
-        """The suite or probe table at ``scale``, with the model filled in."""
+    def table(
+        self, scale: str, model: str, base_url: str | None = None, runs: Path | None = None
+    ) -> dict[str, Any]:
+        """The suite or probe table at ``scale``, with the model filled in; kind = train:
+        ``{"train": {NAME: config}, "evaluate": suite}``, trained models under ``runs``."""
         if scale not in SCALES:
             raise ConfigError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
-        table = copy.deepcopy(self.suite if self.kind == "suite" else self.probe)
-        table.update({k: v for k, v in self.scale[scale].items() if k != "note"})
+        overrides = {k: v for k, v in self.scale[scale].items() if k != "note"}
+        if self.kind == "probe":
+            return _merged(self.probe, overrides)
         if self.kind == "suite":
-            table["agents"] = [_with_model(agent, model, base_url) for agent in table["agents"]]
-            table.setdefault("name", self.name)
-            table.setdefault("description", self.title)
+            return self._suite(_merged(self.suite, overrides), model, base_url, {})
+        tables = _merged({"train": self.train, "evaluate": self.evaluate}, overrides)
+        runs = runs or Path("train")
+        trained = {RUN_PLACEHOLDER.format(name=n): str(runs / n / "model") for n in tables["train"]}
+        for config in tables["train"].values():
+            if config.get("model", {}).get("name") == MODEL_PLACEHOLDER:
+                config["model"]["name"] = model
+        return {
+            "train": tables["train"],
+            "evaluate": self._suite(tables["evaluate"], model, base_url, trained),
+        }
+
+    def _suite(
+        self, table: dict[str, Any], model: str, base_url: str | None, trained: dict[str, str]
+    ) -> dict[str, Any]:
+        table["agents"] = [_with_model(a, model, base_url, trained) for a in table["agents"]]
+        table.setdefault("name", self.name)
+        table.setdefault("description", self.title)
         return table
 
     def note(self, scale: str) -> str:
         return str(self.scale[scale].get("note", ""))
 
 
-def _with_model(agent: Any, model: str, base_url: str | None) -> Any:
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, tables into tables (copies, never views)."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _with_model(agent: Any, model: str, base_url: str | None, trained: dict[str, str]) -> Any:
     if not isinstance(agent, dict) or agent.get("name") != "llm":
         return agent
-    agent = {key: (model if value == MODEL_PLACEHOLDER else value) for key, value in agent.items()}
+    name = agent.get("model")
+    if name == MODEL_PLACEHOLDER:
+        name = model
+    elif name in trained:
+        return {**agent, "model": trained[name]}  # a local directory: no server
+    agent = {**agent, "model": name}
     if base_url is not None:
         agent["base_url"] = base_url
     return agent
@@ -164,9 +216,13 @@ def run_experiment(
     from agentbench.analysis.report import write_report
 
     out_dir = Path(out_dir)
-    table = experiment.table(scale, model, base_url)
+    table = experiment.table(scale, model, base_url, runs=out_dir / "train")
     started = time.perf_counter()
-    if experiment.kind == "suite":
+    if experiment.kind == "train":
+        for name, config in table["train"].items():
+            _train(config, out_dir / "train" / name, progress)
+        table = table["evaluate"]
+    if experiment.kind in ("suite", "train"):
         from agentbench.agent.factory import make_agent as default_make_agent
         from agentbench.suite import run_suite, suite_from_dict
 
@@ -174,18 +230,40 @@ def run_experiment(
         source = out_dir / "run"
         run_suite(suite, source, make_agent or default_make_agent, progress=progress)
         results: Any = read_json(source / "metrics.json", "run metrics")
+        if experiment.paired_reference:
+            reference = experiment.paired_reference.replace(MODEL_PLACEHOLDER, model)
+            _write_paired(source, reference, out_dir)
     else:
         source = out_dir / "analysis"
         results = _run_probes(table, model, base_url, source, load_generator, progress)
     seconds = time.perf_counter() - started
     write_report([source], out_dir / "report", title=f"{experiment.title} ({scale} scale)")
-    rows = [_reference_row(ref, experiment.kind, results) for ref in experiment.references]
+    rows = [_reference_row(ref, experiment.kind, results, model) for ref in experiment.references]
     header = {"experiment": experiment.name, "title": experiment.title, "scale": scale,
               "note": experiment.note(scale), "model": model, "paper": experiment.paper,
               "seconds": round(seconds, 1)}  # fmt: skip
     write_json(out_dir / "reference.json", {**header, "rows": rows})
     write_atomic(out_dir / "reference.md", reference_markdown(experiment, header, rows))
     return ReproduceResult(out_dir, rows, seconds)
+
+
+def _train(config: dict[str, Any], out: Path, progress: bool) -> None:
+    """One training run into ``out`` (resumed when one is there), its model in out/model."""
+    from agentbench.rlft.run import export_policy, make_trainer
+
+    trainer, _ = make_trainer({"progress": progress, **config}, out)
+    trainer.train()  # the evaluation suite evaluates it, on the experiment's own seeds
+    export_policy(trainer, out / "model")
+
+
+def _write_paired(run: Path, reference: str, out_dir: Path) -> None:
+    from agentbench.analysis.paired import comparisons_markdown, paired_comparisons
+    from agentbench.metrics import CONFIDENCE
+    from agentbench.records import read_episodes
+
+    comparisons = paired_comparisons(read_episodes(run / "episodes.jsonl"), reference)
+    write_atomic(out_dir / "paired.md", comparisons_markdown(comparisons, CONFIDENCE))
+    write_json(out_dir / "paired.json", [c.to_dict() for c in comparisons])
 
 
 PROBE_SETTINGS = ("probes", "env", "prefixes", "repetition_step", "histories", "budget", "seed")
@@ -229,16 +307,18 @@ def _run_probes(
     return results
 
 
-def _reference_row(ref: Reference, kind: str, results: Any) -> dict[str, Any]:
-    """Our value(s) for one reference: every matching metrics row (suite), or the value
-    at the reference's path in the probe results."""
+def _reference_row(ref: Reference, kind: str, results: Any, model: str) -> dict[str, Any]:
+    """Our value(s) for one reference: every matching metrics row (suite and training
+    experiments; "{model}" in its agent is --model), or the value at the reference's
+    path in the probe results."""
     row: dict[str, Any] = {"label": ref.label, "metric": ref.metric, "published": ref.published,
                            "source": ref.source, "claim": ref.claim}  # fmt: skip
-    if kind == "suite":
+    if kind in ("suite", "train"):
+        agent = ref.agent.replace(MODEL_PLACEHOLDER, model)
         row["ours"] = [
             {"agent": m["agent"], "env": m["env_id"], "value": m.get(ref.metric)}
             for m in results
-            if ref.agent in m["agent"] and ref.env in m["env_id"] and ref.metric in m
+            if agent in m["agent"] and ref.env in m["env_id"] and ref.metric in m
         ]
     else:
         probe, *path = ref.metric.split(".")

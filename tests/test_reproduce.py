@@ -10,6 +10,7 @@ import pytest
 from agentbench.agent import factory
 from agentbench.cli import main
 from agentbench.reproduce import SCALES, builtin_experiments, load_experiment
+from agentbench.rlft.run import training_config
 from agentbench.suite import suite_from_dict
 from agentbench.testing.planted import GreedyModel, KnowingButGreedyModel
 
@@ -19,7 +20,7 @@ EXPERIMENTS = sorted(builtin_experiments())
 def test_the_published_experiments_are_all_there() -> None:
     assert EXPERIMENTS == [
         "cot-vs-no-cot", "exploration-mechanisms", "frequency-bias", "knowing-doing",
-        "legal-actions", "thinking-budget",
+        "legal-actions", "rlft-bandit", "rlft-tictactoe", "sparse-vs-dense", "thinking-budget",
     ]  # fmt: skip
 
 
@@ -29,11 +30,18 @@ def test_every_experiment_builds_at_both_scales(name: str, scale: str) -> None:
     experiment = load_experiment(name)
     assert experiment.title and experiment.paper and experiment.note(scale)
     assert experiment.references and all(r.label and r.metric for r in experiment.references)
-    table = experiment.table(scale, "my-model")
-    if experiment.kind == "suite":
+    table = experiment.table(scale, "my-model", runs=Path("out/train"))
+    if experiment.kind == "train":
+        for config in table["train"].values():
+            _, checked = training_config(config)  # every key known, every value in range
+            assert checked.model.name == "my-model"
+        table = table["evaluate"]
+        trained = {a["model"] for a in table["agents"] if isinstance(a, dict)} - {"my-model"}
+        assert trained == {f"out/train/{name}/model" for name in experiment.train}
+    if experiment.kind in ("suite", "train"):
         suite = suite_from_dict(table)  # envs and agents valid
         llm = [a for a in suite.agents if a["name"] == "llm"]
-        assert llm and all(a["model"] == "my-model" for a in llm)
+        assert llm and any(a["model"] == "my-model" for a in llm)
     else:
         assert table["probes"] and table["env"]
 
@@ -80,3 +88,78 @@ def test_reproduce_lists_and_refuses_unknown_names(tmp_path: Path, capsys) -> No
     assert all(name in listed for name in EXPERIMENTS)
     assert main(["reproduce", "no-such-experiment", "--out", str(tmp_path / "x")]) == 2
     assert "unknown experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+TRAIN_EXPERIMENT = """
+title = "tiny RLFT"
+description = "PPO on a 2-arm bandit, before and after."
+paper = "none"
+kind = "train"
+paired_reference = "model={model},"
+
+[train.ppo]
+model = { name = "{model}", use_lora = true }
+env = { id = "agentbench/GaussianBandit-v0", kwargs = { n_arms = 2, horizon = 3 } }
+agent = { cot = false }
+num_envs = 2
+episodes_per_update = 2
+total_updates = 9
+num_minibatches = 1
+micro_batch_size = 4
+warmup_steps = 0
+eval_every = 0
+
+[evaluate]
+episodes = 4
+seed = 5000
+agents = [
+    "ucb",
+    { name = "llm", model = "{model}", cot = false },
+    { name = "llm", model = "{run:ppo}", cot = false },
+]
+envs = [{ id = "agentbench/GaussianBandit-v0", kwargs = { n_arms = 2, horizon = 3 } }]
+
+[scale.small]
+note = "one update"
+train.ppo = { total_updates = 1 }
+
+[scale.paper]
+note = "nine updates"
+
+[[reference]]
+label = "after"
+agent = "train/ppo/model"
+metric = "final_regret"
+"""
+
+
+def test_a_training_experiment_trains_exports_and_evaluates_against_the_start(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from agentbench.models import catalog
+    from agentbench.models.tiny import tiny_generator
+
+    real = catalog.resolve_model
+
+    def resolve(name: str, **kwargs):  # "tiny": a tiny model; a trained one: loaded by path
+        return tiny_generator(seed=1, dtype="float32") if name == "tiny" else real(name, **kwargs)
+
+    monkeypatch.setattr(catalog, "resolve_model", resolve)
+    experiment = tmp_path / "tiny-rlft.toml"
+    experiment.write_text(TRAIN_EXPERIMENT)
+    out = tmp_path / "out"
+    assert main(["reproduce", str(experiment), "--model", "tiny", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    metrics = (out / "train" / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 1  # the small scale's one update
+    assert (out / "train" / "ppo" / "model" / "model.safetensors").is_file()
+    episodes = json.loads((out / "run" / "metrics.json").read_text())
+    agents = sorted(row["agent"] for row in episodes)
+    trained = str(out / "train" / "ppo" / "model")
+    assert agents == sorted(["ucb", "llm(model=tiny,cot=False)",
+                             f"llm(model={trained},cot=False)"])  # fmt: skip
+    paired = json.loads((out / "paired.json").read_text())
+    assert {p["agent"] for p in paired} == {"ucb", f"llm(model={trained},cot=False)"}
+    assert all(p["reference"] == "llm(model=tiny,cot=False)" for p in paired)
+    (row,) = json.loads((out / "reference.json").read_text())["rows"]
+    assert row["ours"][0]["agent"] == f"llm(model={trained},cot=False)"
