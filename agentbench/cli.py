@@ -452,8 +452,8 @@ def _training_settings_epilog() -> str:
         settings_help_text(ModelSettings),
         "[env] table of every method (EnvSettings):",
         settings_help_text(EnvSettings),
-        "[agent] table of every method (LLMAgentSettings; self_consistency, self_correction "
-        "and return_token are not trainable yet; answer_forcing trains with PPO only, try_all "
+        "[agent] table of every method (LLMAgentSettings; return_token is not trainable yet; "
+        "answer_forcing, self_consistency and self_correction train with PPO only, try_all "
         'and epsilon with PPO and advantage = "mc"):',
         settings_help_text(LLMAgentSettings),
     ]

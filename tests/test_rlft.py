@@ -23,7 +23,12 @@ from fixed_bandits import (
     report_figures,
 )
 
-from agentbench.agent.llm import EPSILON_RATIONALE, TRY_ALL_RATIONALE, LLMAgentSettings
+from agentbench.agent.llm import (
+    EPSILON_RATIONALE,
+    SELF_CORRECTION_PROMPT,
+    TRY_ALL_RATIONALE,
+    LLMAgentSettings,
+)
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
 from agentbench.records import Episode, Step
@@ -672,3 +677,57 @@ def test_template_steps_keep_their_rewards_and_carry_no_policy_tokens(tmp_path, 
         assert {t for _, t in template} == {1, 2}
     records = trainer.train()
     assert math.isfinite(records[-1]["policy_loss"]) and records[-1]["ratio_start_error"] == 0.0
+
+
+# ---------------------------------------------------------------- several generations
+
+
+@pytest.mark.parametrize("forcing", [False, True])
+def test_self_correction_trains_the_second_pass_in_its_review_chat(tmp_path, forcing):
+    """SPEC 2: training uses the final generation. Its prompt is the review chat (the
+    first answer in it), its completion the second answer only, forced or not."""
+    config = _small_config(
+        tmp_path,
+        env=EnvSettings(FIXED_ENV, {"horizon": 3}),
+        agent=LLMAgentSettings(cot=False, self_correction=True, answer_forcing=forcing),
+        total_updates=1,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    batch = trainer.collect(0)
+    tokenizer = trainer.policy.tokenizer
+    review = SELF_CORRECTION_PROMPT.split("{")[0]
+    assert len(batch.samples) == sum(len(e.steps) for e in batch.episodes)
+    for sample in batch.samples:
+        step = batch.episodes[sample.episode].steps[sample.t - 1]
+        first, second = step.text.split("\n[self-correction]\n")
+        prompt = tokenizer.decode(sample.prompt_ids)
+        assert review in prompt and first in prompt  # the review chat holds the first pass
+        completion = tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+        assert "[self-correction]" not in completion
+        assert completion.strip() == second.strip() or (forcing and step.forced)
+        if forcing and step.forced:
+            assert completion.rstrip().endswith(f"ACTION={step.label}")
+    records = trainer.train()
+    assert math.isfinite(records[-1]["policy_loss"]) and records[-1]["ratio_start_error"] < 1e-5
+
+
+def test_self_consistency_trains_the_chosen_sample(tmp_path):
+    config = _small_config(
+        tmp_path,
+        env=EnvSettings(FIXED_ENV, {"horizon": 3}),
+        agent=LLMAgentSettings(cot=False, self_consistency=3),
+        total_updates=1,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    trainer = PPOTrainer(config, tiny_generator(seed=0))
+    batch = trainer.collect(0)
+    tokenizer = trainer.policy.tokenizer
+    for sample in batch.samples:
+        step = batch.episodes[sample.episode].steps[sample.t - 1]
+        completion = tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+        assert completion.strip() == step.text.strip()  # the sample whose answer was played
+    records = trainer.train()
+    assert math.isfinite(records[-1]["policy_loss"]) and records[-1]["ratio_start_error"] < 1e-5

@@ -111,8 +111,11 @@ def test_training_configs_point_moved_and_untrainable_agent_settings_out():
     for mechanism in ({"try_all": True}, {"epsilon": 0.1}, {"self_consistency": 4}):
         with pytest.raises(ConfigError, match="is not supported in this trainer"):
             config_from_dict(ReturnConditionedConfig, {"agent": mechanism}, "RC")
-    with pytest.raises(ConfigError, match="self_consistency is not supported in this trainer"):
-        ppo_config_from_dict({"agent": {"self_consistency": 4}})
+    # PPO trains the generation an answer came from: the chosen sample, the second pass
+    for mechanism in ({"self_consistency": 4}, {"self_correction": True}):
+        assert ppo_config_from_dict({"agent": mechanism}).agent == LLMAgentSettings(**mechanism)
+        with pytest.raises(ConfigError, match=r"not supported in this trainer \(PPO trains"):
+            config_from_dict(ReturnConditionedConfig, {"agent": mechanism}, "RC")
     # PPO leaves template steps out of its loss; GAE would need their values
     for mechanism in ({"try_all": True}, {"epsilon": 0.1}):
         assert ppo_config_from_dict({"agent": mechanism}).advantage == "mc"

@@ -337,9 +337,9 @@ class LLMAgent:
             before = decisions[n]
             reason = "illegal" if before.action is not None else before.extras.get("parse")
             extras = dict(before.extras)
-            extras["forced"] = {"probability": float(probabilities[choice]),
-                                "reason": reason, "proposed": before.action}  # fmt: skip
             label = pending[n].labels[actions[choice]]
+            extras["forced"] = {"probability": float(probabilities[choice]), "reason": reason,
+                                "proposed": before.action, "label": label}  # fmt: skip
             decisions[n] = Decision(actions[choice], forced_text(before.text, label), extras)
         return decisions
 

@@ -338,7 +338,9 @@ class PPOConfig:
                 f"[{self.train_seed}, {train_end}); move eval_seed outside the training range"
             )
         # Template steps have no prompt the policy saw, so no value estimate for GAE.
-        check_training_agent(self.agent, forcing=True, templates=self.advantage == "mc")
+        check_training_agent(
+            self.agent, forcing=True, templates=self.advantage == "mc", several_generations=True
+        )
 
     def agent_settings(self, temperature: float = 1.0) -> LLMAgentSettings:
         """The LLM agent of rollouts (temperature 1.0, SPEC.md 2) or evaluation (0.0)."""
@@ -366,7 +368,11 @@ class PPOConfig:
 
 
 def check_training_agent(
-    agent: LLMAgentSettings, *, forcing: bool = False, templates: bool = False
+    agent: LLMAgentSettings,
+    *,
+    forcing: bool = False,
+    templates: bool = False,
+    several_generations: bool = False,
 ) -> None:
     """The agent mechanisms RL fine-tuning can train with: every trained step must be
     the model's own generated answer. Answers assembled from several generations
@@ -375,14 +381,17 @@ def check_training_agent(
     its own choice of label after a template ``ACTION=`` prefix; a trainer that masks
     the prefix (PPO) passes ``forcing=True``. Template steps (try-all, epsilon-greedy)
     are the mechanism's, not the model's; a trainer that leaves them out of its loss
-    and keeps their rewards (PPO with MC advantages) passes ``templates=True``."""
+    and keeps their rewards (PPO with MC advantages) passes ``templates=True``. A
+    trainer that trains the generation the answer came from (PPO: the chosen sample
+    of self-consistency, the second pass of self-correction, in its review chat)
+    passes ``several_generations=True``."""
     if not isinstance(agent, LLMAgentSettings):
         raise ConfigError(f"agent must be an [agent] table, got {agent!r}")
     unsupported = {
         "try_all": agent.try_all and not templates,
         "epsilon": agent.epsilon > 0 and not templates,
-        "self_consistency": agent.self_consistency > 1,
-        "self_correction": agent.self_correction,
+        "self_consistency": agent.self_consistency > 1 and not several_generations,
+        "self_correction": agent.self_correction and not several_generations,
         "return_token": agent.return_token is not None,
         "answer_forcing": agent.answer_forcing and not forcing,
     }
@@ -392,6 +401,8 @@ def check_training_agent(
             "answer_forcing": " (PPO trains forced answers)",
             "try_all": ' (PPO with advantage = "mc" trains around template steps)',
             "epsilon": ' (PPO with advantage = "mc" trains around template steps)',
+            "self_consistency": " (PPO trains the chosen sample)",
+            "self_correction": " (PPO trains the second pass)",
         }.get(named[0], "")
         raise ConfigError(
             f"agent setting {named[0]} is not supported in this trainer{supported}: training "

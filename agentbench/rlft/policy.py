@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from agentbench.agent.interface import Decision
-from agentbench.agent.llm import forced_prefix
+from agentbench.agent.llm import forced_prefix, forced_text
 from agentbench.models.kv_reuse import common_prefix
 from agentbench.records import Episode, Step
 
@@ -103,7 +103,12 @@ def forced_tokens(generator: Any, decision: Decision) -> PolicyTokens:
     that straddles a boundary (a tokenizer merge) counts as template."""
     chat = decision.extras["prompt"]
     text = decision.extras["generation"].text
-    full = generator.continuation_ids(chat, decision.text)
+    # The last generation with the forced label, as it was scored (after self-correction
+    # the decision's text also holds the first answer, which the review chat already has).
+    label = decision.extras["forced"].get("label")
+    full = generator.continuation_ids(
+        chat, decision.text if label is None else forced_text(text, label)
+    )
     ids = np.asarray(full)
     body = common_prefix(np.asarray(generator.continuation_ids(chat, text.rstrip())), ids)
     prefix = max(
