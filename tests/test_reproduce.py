@@ -20,7 +20,8 @@ EXPERIMENTS = sorted(builtin_experiments())
 def test_the_published_experiments_are_all_there() -> None:
     assert EXPERIMENTS == [
         "cot-vs-no-cot", "exploration-mechanisms", "frequency-bias", "knowing-doing",
-        "legal-actions", "rlft-bandit", "rlft-tictactoe", "sparse-vs-dense", "thinking-budget",
+        "legal-actions", "mechanisms-in-rlft", "rlft-bandit", "rlft-tictactoe", "sparse-vs-dense",
+        "thinking-budget",
     ]  # fmt: skip
 
 
