@@ -231,7 +231,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from agentbench.io import read_toml
-    from agentbench.rlft.run import export_policy, make_trainer, train_and_evaluate
+    from agentbench.rlft.run import export_policy, make_trainer, train_and_evaluate, trained_for
 
     data = read_toml(args.config, "training config file")
     trainer, resumed = make_trainer(data, args.out)
@@ -243,12 +243,11 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     parallel = getattr(trainer, "parallel", None)
     if parallel is not None and not parallel.is_main:
         return 0  # under accelerate launch, one process reports and exports
-    ppo = hasattr(trainer, "update")
-    steps = f"{trainer.update} updates" if ppo else f"{trainer.iteration} iterations"
-    _print_evaluation(console, summary, f"held-out evaluation after {steps} (greedy)")
-    done = sum(r["update"] > 0 for r in records) if ppo else len(records)  # not update 0's
+    steps = trained_for(trainer)
+    if summary:  # cloning has no held-out evaluation of its own
+        _print_evaluation(console, summary, f"held-out evaluation after {steps} (greedy)")
     console.print(
-        f"{done} {'updates' if ppo else 'iterations'} in {time.perf_counter() - started:.0f} s"
+        f"{steps} in {time.perf_counter() - started:.0f} s"
         + (f"; metrics and checkpoints in {config.output_dir}" if config.output_dir else "")
     )
     if args.export:
@@ -432,6 +431,7 @@ def _training_settings_epilog() -> str:
     from agentbench.rlft.config import EnvSettings, ModelSettings, PPOConfig
     from agentbench.rlft.expert_iteration import ExpertIterationConfig
     from agentbench.rlft.return_conditioned import ReturnConditionedConfig
+    from agentbench.rlft.run import CloningConfig
     from agentbench.rlft.sampling import SelfTrainingConfig
     from agentbench.rlft.sft import SFTConfig
 
@@ -446,7 +446,10 @@ def _training_settings_epilog() -> str:
         settings_help_text(ExpertIterationConfig, skip=tuple(shared)),
         'method = "return-conditioned" only:',
         settings_help_text(ReturnConditionedConfig, skip=tuple(shared)),
-        "[sft] table of the self-training methods (SFTConfig):",
+        'method = "cloning" (behaviour or thought cloning of a UCB expert, agentbench sft as a '
+        "config; CloningConfig, with [model], [env] and [sft] tables):",
+        settings_help_text(CloningConfig, skip=("model", "env", "sft")),
+        "[sft] table of the self-training and cloning methods (SFTConfig):",
         settings_help_text(SFTConfig),
         "[model] table of every method (ModelSettings):",
         settings_help_text(ModelSettings),

@@ -13,7 +13,8 @@ it, at two scales, and the published numbers to put next to ours:
     [suite]                       # kind = "suite": a suite table; "{model}" is --model
     [probe]                       # kind = "probe": probes = [...], env and their settings
     [train.NAME]                  # kind = "train": a training config (agentbench train's
-                                  # keys); [model] name "{model}" is --model
+                                  # keys); [model] name "{model}" is --model, and
+                                  # "{run:NAME}" a run written above it (a warm start)
     [evaluate]                    # kind = "train": the suite; "{run:NAME}" is the model
                                   # trained by [train.NAME]
     paired_reference = "..."      # kind = "train", optional: the agent (a part of its
@@ -133,9 +134,19 @@ class Experiment:
         tables = _merged({"train": self.train, "evaluate": self.evaluate}, overrides)
         runs = runs or Path("train")
         trained = {RUN_PLACEHOLDER.format(name=n): str(runs / n / "model") for n in tables["train"]}
-        for config in tables["train"].values():
-            if config.get("model", {}).get("name") == MODEL_PLACEHOLDER:
+        earlier: list[str] = []
+        for name, config in tables["train"].items():
+            start = config.setdefault("model", {}).get("name")
+            if start == MODEL_PLACEHOLDER:
                 config["model"]["name"] = model
+            elif start in trained:  # a warm start: a run trained before this one
+                if start not in earlier:
+                    raise ConfigError(
+                        f"experiment {self.name}: [train.{name}] starts from {start}, which is "
+                        "not trained before it (runs train in the order they are written)"
+                    )
+                config["model"]["name"] = trained[start]
+            earlier.append(RUN_PLACEHOLDER.format(name=name))
         return {
             "train": tables["train"],
             "evaluate": self._suite(tables["evaluate"], model, base_url, trained),

@@ -66,7 +66,7 @@ def test_wheel_contains_and_imports_every_subpackage(tmp_path: Path) -> None:
         "from agentbench.suite import load_suite\n"
         "assert len(load_suite('full').env_ids) == 43  # suite TOMLs are package data\n"
         "from agentbench.reproduce import builtin_experiments, load_experiment\n"
-        "assert len(builtin_experiments()) == 10  # and the published experiments\n"
+        "assert len(builtin_experiments()) == 12  # and the published experiments\n"
         "load_experiment('knowing-doing')\n"
     )
     result = subprocess.run(

@@ -18,11 +18,11 @@ EXPERIMENTS = sorted(builtin_experiments())
 
 
 def test_the_published_experiments_are_all_there() -> None:
-    assert EXPERIMENTS == [
+    assert sorted(EXPERIMENTS) == sorted([
         "cot-vs-no-cot", "exploration-mechanisms", "frequency-bias", "knowing-doing",
-        "legal-actions", "mechanisms-in-rlft", "rlft-bandit", "rlft-tictactoe", "sparse-vs-dense",
-        "thinking-budget",
-    ]  # fmt: skip
+        "legal-actions", "mechanisms-in-rlft", "rlft-bandit", "rlft-tictactoe",
+        "self-training-methods", "sparse-vs-dense", "thinking-budget", "cloning-vs-rlft",
+    ])  # fmt: skip
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -35,14 +35,15 @@ def test_every_experiment_builds_at_both_scales(name: str, scale: str) -> None:
     if experiment.kind == "train":
         for config in table["train"].values():
             _, checked = training_config(config)  # every key known, every value in range
-            assert checked.model.name == "my-model"
+            warm_starts = {f"out/train/{name}/model" for name in experiment.train}
+            assert checked.model.name in {"my-model", *warm_starts}
         table = table["evaluate"]
         trained = {a["model"] for a in table["agents"] if isinstance(a, dict)} - {"my-model"}
         assert trained == {f"out/train/{name}/model" for name in experiment.train}
     if experiment.kind in ("suite", "train"):
         suite = suite_from_dict(table)  # envs and agents valid
         llm = [a for a in suite.agents if a["name"] == "llm"]
-        assert llm and any(a["model"] == "my-model" for a in llm)
+        assert llm and all(a["model"].startswith(("my-model", "out/train/")) for a in llm)
     else:
         assert table["probes"] and table["env"]
 
@@ -164,3 +165,37 @@ def test_a_training_experiment_trains_exports_and_evaluates_against_the_start(
     assert all(p["reference"] == "llm(model=tiny,cot=False)" for p in paired)
     (row,) = json.loads((out / "reference.json").read_text())["rows"]
     assert row["ours"][0]["agent"] == f"llm(model={trained},cot=False)"
+
+
+def test_a_run_can_start_from_an_earlier_runs_model_only(tmp_path: Path, monkeypatch) -> None:
+    from agentbench.models import catalog
+    from agentbench.models.tiny import tiny_generator
+
+    real = catalog.resolve_model
+
+    def resolve(name: str, **kwargs):
+        return tiny_generator(seed=1, dtype="float32") if name == "tiny" else real(name, **kwargs)
+
+    monkeypatch.setattr(catalog, "resolve_model", resolve)
+    warm = TRAIN_EXPERIMENT.replace(
+        '[train.ppo]\nmodel = { name = "{model}", use_lora = true }',
+        '[train.bc]\nmethod = "cloning"\nepisodes = 1\nhistory_length = 2\n'
+        'model = { name = "{model}", use_lora = true }\n'
+        'env = { id = "agentbench/GaussianBandit-v0", kwargs = { n_arms = 2, horizon = 3 } }\n'
+        "sft = { batch_size = 2, micro_batch_size = 2 }\n\n"
+        '[train.ppo]\nmodel = { name = "{run:bc}", use_lora = true }',
+    )
+    assert warm != TRAIN_EXPERIMENT
+    experiment = tmp_path / "warm.toml"
+    experiment.write_text(warm)
+    out = tmp_path / "out"
+    assert main(["reproduce", str(experiment), "--model", "tiny", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    sft = json.loads((out / "train" / "bc" / "sft.json").read_text())
+    assert sft["examples"] == 3  # one expert episode of 3 steps
+    config = json.loads((out / "train" / "ppo" / "config.json").read_text())
+    assert config["model"]["name"] == str(out / "train" / "bc" / "model")
+    # a run may not start from one written after it
+    experiment.write_text(warm.replace("{run:bc}", "{run:later}") + "\n[train.later]\n")
+    assert main(["reproduce", str(experiment), "--model", "tiny", "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2  # fmt: skip
