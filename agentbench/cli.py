@@ -128,7 +128,7 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     _check_at_least(args, seed=0, prefixes=1, repetition_step=1, histories=1, budget=1,
                     samples=1)  # fmt: skip
     try:
-        ks = [int(k) for k in args.k.split(",")] if args.k else [1, 4, 16]
+        ks = [int(k) for k in args.k.split(",")] if args.k else None
     except ValueError:
         raise ConfigError(f"--k takes whole numbers separated by commas, got {args.k!r}") from None
     out = Path(args.out)
@@ -143,17 +143,20 @@ def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     for probe in args.probe or DEFAULT_PROBES:
         started = time.perf_counter()
         if probe == "decision-at-k":
+            samples = args.samples or 16
             result = run_at_k_probe(generator, env_id=args.env, n_histories=args.histories,
-                                    n_samples=args.samples, ks=ks, cot=args.cot,
+                                    n_samples=samples, ks=ks or [1, 4, 16], cot=args.cot,
                                     budget=args.budget, seed=args.seed, episodes=own)  # fmt: skip
         elif probe == "frequency-bias":
             result = run_frequency_bias_probe(generator, env_id=args.env, n_prefixes=args.prefixes,
                                               repetitions=range(0, 101, args.repetition_step),
                                               seed=args.seed)  # fmt: skip
         else:
+            samples = args.samples or 1  # several: sampled at temperature 1, with pass@k
             result = run_knowing_doing_probe(generator, env_id=args.env, n_histories=args.histories,
-                                             budget=args.budget, seed=args.seed,
-                                             episodes=own)  # fmt: skip
+                                             budget=args.budget, seed=args.seed, episodes=own,
+                                             samples=samples, ks=ks or [1, samples],
+                                             temperature=1.0 if samples > 1 else 0.0)  # fmt: skip
         path = out / f"{probe.replace('-', '_')}.json"
         write_json(path, result.to_dict())
         console.print(f"{probe}: {path} ({time.perf_counter() - started:.0f} s)")
@@ -549,10 +552,15 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     analyze.add_argument("--budget", type=int, default=256, help="knowing-doing: generation budget")
     analyze.add_argument(
-        "--samples", type=int, default=16, help="decision-at-k: answers sampled per history"
+        "--samples",
+        type=int,
+        help="answers sampled per history: decision-at-k (default 16), knowing-doing (default 1;"
+        " more: sampled at temperature 1, with pass@k and maj@k of knowing and of doing)",
     )
     analyze.add_argument(
-        "--k", help="decision-at-k: the k of maj@k, pass@k and rerank@k, e.g. 1,4,16 (<= samples)"
+        "--k",
+        help="the k of maj@k, pass@k (and rerank@k), e.g. 1,4,16, each <= --samples "
+        "(default: 1,4,16 for decision-at-k; 1 and --samples for knowing-doing)",
     )
     analyze.add_argument(
         "--cot",

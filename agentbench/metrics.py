@@ -98,6 +98,17 @@ class Curve:
 # ---------------------------------------------------------------- intervals
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from ``c`` correct of ``n`` samples (1 <= k <= n):
+    1 - C(n - c, k) / C(n, k) (Chen et al., 2021; SPEC.md 5)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ConfigError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    # 1 - C(n-c, k) / C(n, k) as a product, exact for any n without huge integers
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
 def t_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
     """Mean and Student t interval of per-episode values (NaN values are left out)."""
     data = np.asarray(values, dtype=float)

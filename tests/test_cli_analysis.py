@@ -81,3 +81,18 @@ def test_decisions_at_k_from_the_command_line_into_the_report(
     capsys.readouterr()
     assert main(["analyze", "--probe", "decision-at-k", "--k", "1,x", "--out", str(analysis)]) == 2
     assert "--k takes whole numbers" in capsys.readouterr().err
+
+
+def test_knowing_doing_sampled_k_times_into_the_report(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(factory._GENERATORS, ("planted-knowing", ()), KnowingButGreedyModel())
+    analysis = tmp_path / "analysis"
+    assert main(["analyze", "--model", "planted-knowing", "--probe", "knowing-doing",
+                 "--histories", "4", "--samples", "3", "--budget", "64",
+                 "--out", str(analysis)]) == 0  # fmt: skip
+    data = json.loads((analysis / "knowing_doing.json").read_text())
+    assert data["n"] == 12 and data["samples"] == 3
+    assert data["at_k"]["knowing"]["pass"]["3"]["mean"] == 1.0  # it always knows
+    report = tmp_path / "report"
+    assert main(["report", str(analysis), "--out", str(report)]) == 0
+    markdown = (report / "report.md").read_text()
+    assert "### Knowing and doing at k samples" in markdown and "| knowing pass@k |" in markdown

@@ -8,6 +8,7 @@ model's scoring and generation path.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -469,3 +470,47 @@ def test_own_episodes_must_be_one_agents_on_the_env_and_long_enough() -> None:
             generator, env_id=ENV_5, episodes=[replace(greedy[0], steps=greedy[0].steps[:10])],
             progress=False,
         )  # fmt: skip
+
+
+# ---------------------------------------------------------------- knowing-doing at k
+
+
+class _SometimesUCB:
+    """Answers as the UCB model does with probability 0.4 (by the seed it is given), else
+    writes nothing readable and an untried-or-first action: sampled knowing and doing."""
+
+    name = "sometimes-ucb"
+
+    def generate(self, prompts, config, seeds=None):
+        assert config.temperature == 1.0
+        ucb, out = UCBModel(), []
+        for chat, seed in zip(prompts, seeds, strict=True):
+            if np.random.default_rng(seed).random() < 0.4:
+                out += ucb.generate([chat], config)
+            else:
+                out.append(Generation(f"no idea ACTION={read_prompt(chat).labels[0]}"))
+        return out
+
+
+def test_knowing_doing_at_k_from_several_samples_per_history() -> None:
+    result = run_knowing_doing_probe(_SometimesUCB(), ENV_10, n_histories=20, samples=6,
+                                     ks=(1, 3, 6), temperature=1.0, progress=False)  # fmt: skip
+    assert result.n == 120 and {r.history for r in result.records} == set(range(20))
+    at_k = result.at_k()
+    judged = {"knowing": lambda r: r.knowing, "optimal": lambda r: r.doing == "optimal"}
+    for name, right in judged.items():
+        rows = [[right(r) for r in result.records if r.history == h] for h in range(20)]
+        for k in (1, 3, 6):
+            subsets = list(itertools.combinations(range(6), k))
+            brute = np.mean([np.mean([any(row[i] for i in s) for s in subsets]) for row in rows])
+            assert at_k[name]["pass"][str(k)].mean == pytest.approx(brute)
+            majority = np.mean([sum(row[:k]) > k / 2 for row in rows])
+            assert at_k[name]["maj"][str(k)].mean == pytest.approx(majority)
+    # about 40% of samples know: pass@1 ~ 0.4, pass@6 ~ 1 - 0.6^6 ~ 0.95
+    assert 0.25 < at_k["knowing"]["pass"]["1"].mean < 0.55
+    assert at_k["knowing"]["pass"]["6"].mean > 0.8
+    data = result.to_dict()
+    assert data["samples"] == 6 and set(data["at_k"]["knowing"]["pass"]) == {"1", "3", "6"}
+    json.dumps(data, allow_nan=False)
+    with pytest.raises(ConfigError, match="need a temperature > 0"):
+        run_knowing_doing_probe(_SometimesUCB(), ENV_10, samples=2, ks=(1,), progress=False)

@@ -49,22 +49,12 @@ from agentbench.analysis.knowing_doing import (
 )
 from agentbench.errors import ConfigError
 from agentbench.io import record_dict
-from agentbench.metrics import CONFIDENCE, Estimate, t_interval
+from agentbench.metrics import CONFIDENCE, Estimate, pass_at_k, t_interval
 from agentbench.models.interface import GenerationConfig, TextGenerator
 from agentbench.records import Episode
 
 DEFAULT_KS = (1, 4, 16)
 AT_K_METRICS = ("pass", "maj", "rerank")
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k estimate from ``c`` correct of ``n`` samples (1 <= k <= n)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ConfigError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    # 1 - C(n-c, k) / C(n, k) as a product, exact for any n without huge integers
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
 def majority_at_k(actions: Sequence[int | None], correct: int, k: int) -> bool:

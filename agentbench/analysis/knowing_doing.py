@@ -34,7 +34,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,14 @@ from agentbench.envs import text_env
 from agentbench.envs.protocol import TextEnv
 from agentbench.errors import ConfigError
 from agentbench.io import json_number
-from agentbench.metrics import empirical_means, greedy_actions
+from agentbench.metrics import (
+    CONFIDENCE,
+    Estimate,
+    empirical_means,
+    greedy_actions,
+    pass_at_k,
+    t_interval,
+)
 from agentbench.models.interface import Chat, GenerationConfig, TextGenerator
 from agentbench.records import Episode, Step
 
@@ -212,6 +219,7 @@ class KnowingDoingRecord:
     doing: str
     text: str
     labels: tuple[str, ...]
+    history: int = 0  # which history (several records per history when sampled)
 
     def to_dict(self) -> dict[str, Any]:
         written = (
@@ -227,6 +235,7 @@ class KnowingDoingRecord:
             "action": self.action,
             "doing": self.doing,
             "text": self.text,
+            "history": self.history,
         }
 
 
@@ -237,6 +246,8 @@ class KnowingDoingResult(ProbeRun):
     ucb_c: float
     records: list[KnowingDoingRecord]
     histories: str = "random"  # or "episodes of AGENT": prefixes of its own trajectories
+    samples: int = 1  # answers sampled per history
+    ks: tuple[int, ...] = ()  # the k of pass@k and maj@k (samples > 1)
 
     @property
     def n(self) -> int:
@@ -271,6 +282,34 @@ class KnowingDoingResult(ProbeRun):
             }
         return table
 
+    def at_k(self, confidence: float = CONFIDENCE) -> dict[str, dict[str, dict[str, Estimate]]]:
+        """With several samples per history: for knowing (the written values single out a
+        true UCB argmax) and for acting UCB-optimally, pass@k (at least one of k samples;
+        unbiased from all of them) and maj@k (more than half of the first k samples), each
+        a mean over histories with its interval; empty with one sample."""
+        if self.samples < 2:
+            return {}
+        by_history: dict[int, list[KnowingDoingRecord]] = {}
+        for record in self.records:
+            by_history.setdefault(record.history, []).append(record)
+        judged = {"knowing": lambda r: r.knowing, "optimal": lambda r: r.doing == "optimal"}
+        result: dict[str, dict[str, dict[str, Estimate]]] = {}
+        for name, is_right in judged.items():
+            rows = [[bool(is_right(r)) for r in group] for group in by_history.values()]
+            result[name] = {
+                "pass": {
+                    str(k): t_interval(
+                        [pass_at_k(len(row), sum(row), k) for row in rows], confidence
+                    )
+                    for k in self.ks
+                },  # fmt: skip
+                "maj": {
+                    str(k): t_interval([float(sum(row[:k]) > k / 2) for row in rows], confidence)
+                    for k in self.ks
+                },  # fmt: skip
+            }
+        return result
+
     def doing_shares(self) -> dict[str, float | None]:
         """Percent of ALL records per doing class (the table's column sums)."""
         table = self.table()
@@ -294,6 +333,17 @@ class KnowingDoingResult(ProbeRun):
             "unparsed": self.unparsed,
             "invalid_actions": self.invalid_actions,
             "records": [r.to_dict() for r in self.records],
+            **(
+                {
+                    "samples": self.samples,
+                    "at_k": {
+                        name: {m: {k: e.to_dict() for k, e in row.items()} for m, row in by.items()}
+                        for name, by in self.at_k().items()
+                    },
+                }
+                if self.samples > 1
+                else {}
+            ),
         }
 
 
@@ -340,8 +390,12 @@ def run_knowing_doing_probe(
     batch_size: int = 32,
     progress: bool = True,
     episodes: Sequence[Episode] | None = None,
+    samples: int = 1,
+    ks: Sequence[int] = (),
 ) -> KnowingDoingResult:
     """Ask for UCB values and a UCB action on ``n_histories`` histories; judge each.
+    With ``samples`` > 1 (at a ``temperature`` > 0), every history gets that many answers,
+    and the result adds pass@k and maj@k of knowing and of optimal acting for ``ks``.
 
     History lengths cycle through ``history_lengths`` (each below the env's
     horizon); ``budget`` is the generation budget in tokens; generation seeds
@@ -353,18 +407,24 @@ def run_knowing_doing_probe(
     check_positive("n_histories", n_histories)
     check_positive("budget", budget)
     check_positive("batch_size", batch_size)
+    check_positive("samples", samples)
+    ks = tuple(sorted({check_positive("k", k) for k in ks})) if samples > 1 else ()
+    if samples > 1 and (temperature <= 0 or not ks or ks[-1] > samples):
+        raise ConfigError(
+            f"{samples} samples per history need a temperature > 0 (got {temperature}) and "
+            f"ks between 1 and {samples} (got {list(ks)})"
+        )
     if not (isinstance(ucb_c, int | float) and math.isfinite(ucb_c) and ucb_c >= 0):
         raise ConfigError(f"ucb_c must be a number >= 0, got {ucb_c!r}")
     env = bandit_env(env_id)
     lengths = check_history_lengths(history_lengths, env)
     rng = np.random.default_rng(seed)
     own = own_episodes(episodes, env_id, max(lengths)) if episodes is not None else None
-    cases: list[tuple[list[Step], Chat, int]] = []
+    cases: list[tuple[int, list[Step], Chat, int]] = []
     view: TextEnv | None = None
-    for view, history in probe_histories(env, n_histories, lengths, rng, own):
-        cases.append(
-            (history, knowing_doing_prompt(view, history, ucb_c), int(rng.integers(2**31)))
-        )
+    for i, (view, history) in enumerate(probe_histories(env, n_histories, lengths, rng, own)):
+        chat = knowing_doing_prompt(view, history, ucb_c)
+        cases += [(i, history, chat, int(rng.integers(2**31))) for _ in range(samples)]
     env.close()
     assert view is not None  # n_histories >= 1
     labels, legal = view.action_labels(), view.legal_actions()
@@ -374,14 +434,17 @@ def run_knowing_doing_probe(
     bar = progress_bar(len(cases), f"knowing-doing {generator.name}", progress)
     for chunk in batched(cases, batch_size):
         generations = generator.generate(
-            [chat for _, chat, _ in chunk], config, [s for _, _, s in chunk]
+            [case[2] for case in chunk], config, [case[3] for case in chunk]
         )
-        for (history, _, _), generation in zip(chunk, generations, strict=True):
-            records.append(judge(history, labels, generation.text, ucb_c, legal))
+        for (i, history, _, _), generation in zip(chunk, generations, strict=True):
+            record = judge(history, labels, generation.text, ucb_c, legal)
+            records.append(replace(record, history=i))
         bar.update(len(chunk))
     bar.close()
     histories = "random" if own is None else f"episodes of {own[0].agent}"
-    return KnowingDoingResult(generator.name, env_id, int(seed), float(ucb_c), records, histories)
+    return KnowingDoingResult(
+        generator.name, env_id, int(seed), float(ucb_c), records, histories, samples, ks
+    )
 
 
 def check_history_lengths(history_lengths: Sequence[int], env: Any) -> list[int]:

@@ -646,6 +646,7 @@ class ReportBuilder:
                 ],
             )
         )
+        self.knowing_doing_at_k(results)
         for result in results:
             table = result.data["table"]
             title = f"{result.name} on {short_env(str(result.data['env_id']))}"
@@ -662,6 +663,28 @@ class ReportBuilder:
                 Table(["", *DOING_CLASSES, "total"], rows),
                 self.knowing_doing_plot(result, title),
             )
+
+    def knowing_doing_at_k(self, results: Sequence[ProbeResult]) -> None:
+        """pass@k and maj@k of knowing and of optimal doing, for results sampled k times."""
+        sampled = [r for r in results if r.data.get("at_k")]
+        if not sampled:
+            return
+        ks = sorted({int(k) for r in sampled for k in r.data["at_k"]["knowing"]["pass"]})
+        rows = [
+            [r.source, str(r.data["model"]), str(r.data["samples"]), f"{judged} {metric}@k",
+             *(estimate_text(by_k.get(str(k))) for k in ks)]
+            for r in sampled
+            for judged, by_metric in r.data["at_k"].items()
+            for metric, by_k in by_metric.items()
+        ]  # fmt: skip
+        self.heading(
+            3,
+            "Knowing and doing at k samples",
+            "Several answers sampled per history: pass@k is the chance that at least one "
+            "of k samples knows (or acts UCB-optimally), from all samples; maj@k that more "
+            "than half of the first k do. Mean ± 95% CI half-width over histories.",
+        )
+        self.add(Table(["source", "model", "samples", "judged", *(f"k={k}" for k in ks)], rows))
 
     def knowing_doing_plot(self, result: ProbeResult, title: str) -> Plot:
         table = result.data["table"]
