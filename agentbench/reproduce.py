@@ -52,14 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbench.errors import ConfigError
-from agentbench.io import (
-    named_toml,
-    package_tomls,
-    read_json,
-    read_toml,
-    write_atomic,
-    write_json,
-)
+from agentbench.io import named_toml, package_tomls, read_json, read_toml, write_atomic, write_json
 from agentbench.settings import config_from_dict, setting
 
 PAPER_DIR = "paper"

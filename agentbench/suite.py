@@ -31,14 +31,7 @@ from typing import Any
 from agentbench.agent.interface import Agent
 from agentbench.envs import get_preset, list_envs, make
 from agentbench.errors import AgentbenchError, ConfigError
-from agentbench.io import (
-    named_toml,
-    package_tomls,
-    read_json,
-    read_toml,
-    write_atomic,
-    write_json,
-)
+from agentbench.io import named_toml, package_tomls, read_json, read_toml, write_atomic, write_json
 from agentbench.models.interface import GenerationError
 from agentbench.records import Episode, EpisodeWriter, env_label, read_episodes, to_jsonable
 from agentbench.rollout import rollout
