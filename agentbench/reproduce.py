@@ -220,6 +220,11 @@ def run_experiment(
     from agentbench.analysis.report import write_report
 
     out_dir = Path(out_dir)
+    if experiment.kind == "train" and base_url is not None:
+        raise ConfigError(
+            f"experiment {experiment.name} fine-tunes the model, which needs its weights here: "
+            "give a local model (catalog name or directory), not --base-url"
+        )
     table = experiment.table(scale, model, base_url, runs=out_dir / "train")
     started = time.perf_counter()
     if experiment.kind == "train":

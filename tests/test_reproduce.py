@@ -90,6 +90,9 @@ def test_reproduce_lists_and_refuses_unknown_names(tmp_path: Path, capsys) -> No
     assert all(name in listed for name in EXPERIMENTS)
     assert main(["reproduce", "no-such-experiment", "--out", str(tmp_path / "x")]) == 2
     assert "unknown experiment 'no-such-experiment'" in capsys.readouterr().err
+    assert main(["reproduce", "rlft-bandit", "--base-url", "http://localhost:1/v1",
+                 "--out", str(tmp_path / "y")]) == 2  # fmt: skip
+    assert "needs its weights here" in capsys.readouterr().err
 
 
 TRAIN_EXPERIMENT = """
