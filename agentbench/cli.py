@@ -23,6 +23,7 @@ from rich.text import Text
 from agentbench.agent.factory import AGENT_NAMES, LLM_AGENT, make_agent
 from agentbench.envs import FAMILIES, list_envs
 from agentbench.errors import AgentbenchError, ConfigError
+from agentbench.export import EPISODE_COLUMNS, FORMATS, STEP_COLUMNS, export_runs
 from agentbench.io import write_json
 from agentbench.settings import HELP, default_text, settings_help_text
 from agentbench.suite import (
@@ -229,6 +230,22 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
             json.dumps([c.to_dict() for c in comparisons], indent=1, allow_nan=False),
         )
         console.print(f"comparison: {out / 'paired.md'} and {out / 'paired.json'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, console: Console) -> int:
+    runs: dict[str, list[Any]] = {}
+    for source in args.runs:
+        if source in runs:
+            raise ConfigError(f"{source} is given twice: name each run once")
+        runs[source] = _run_episodes(source)
+    out = Path(args.out)
+    make_output_dir(out, "export directory")
+    exported = export_runs(runs, out, args.format)
+    console.print(
+        f"steps: {exported.steps} ({exported.n_steps} rows); "
+        f"episodes: {exported.episodes} ({exported.n_episodes} rows)"
+    )
     return 0
 
 
@@ -473,6 +490,14 @@ def _suite_keys_epilog() -> str:
     return "suite file keys (agentbench/suites/*.toml):\n\n" + settings_help_text(SuiteFile)
 
 
+def _export_columns_epilog() -> str:
+    return (
+        f"steps columns: {', '.join(STEP_COLUMNS)}. episodes columns: "
+        f"{', '.join(EPISODE_COLUMNS)}. Nested values are JSON strings; missing ones are "
+        "empty cells (csv) or null (jsonl)."
+    )
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The command line. The settings of ``train`` and ``sft`` come from the training
     config classes, which import torch: they are added only when ``argv`` (default:
@@ -605,6 +630,28 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     compare.add_argument("--out", help="directory to write paired.md and paired.json to")
     compare.set_defaults(func=_cmd_compare)
+
+    export = sub.add_parser(
+        "export",
+        help="runs as flat tables for pandas and spreadsheets: one row per step, one per episode",
+        epilog=_export_columns_epilog(),
+    )
+    export.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories or episodes .jsonl files; the run column holds each as given",
+    )
+    export.add_argument(
+        "--format", choices=FORMATS, default="csv", help="file format (default: csv)"
+    )
+    export.add_argument(
+        "--out",
+        default="export",
+        help="directory for steps.FORMAT and episodes.FORMAT, replacing earlier ones there "
+        "(default: export)",
+    )
+    export.set_defaults(func=_cmd_export)
 
     epilog = _training_settings_epilog() if command == "train" else None
     train = sub.add_parser("train", help="RL fine-tune an LLM agent: PPO, expert iteration or "
