@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -406,3 +407,56 @@ def test_score_refuses_servers_that_cannot_score(server: ScriptedServer) -> None
     server.reply = lambda exchange, index: (200, {"choices": [{"logprobs": generated_only}]})
     with pytest.raises(GenerationError, match="did not echo"):
         make_generator(server.url, api="completions").score([PROMPT], [["ACTION=blue"]])
+
+
+def _episode_requests(server: ScriptedServer, api: str, **agent: Any) -> list[Json]:
+    """The request bodies of one 50-step bandit episode played through the HTTP backend,
+    the scripted server answering a colour by the request's index."""
+    from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+    from agentbench.rollout import play
+
+    colours = ["blue", "green", "red", "yellow", "orange"]
+
+    def reply(exchange: Exchange, index: int) -> tuple[int, Json]:
+        text = f"ACTION={colours[index * 7 % 5]}"
+        if api == "chat":
+            return 200, chat_answer(text)
+        return 200, {"choices": [{"text": text, "finish_reason": "stop"}]}
+
+    server.reply = reply
+    agent_ = LLMAgent(make_generator(server.url, api=api), LLMAgentSettings(cot=False, **agent))
+    (episode,) = play(agent_, "agentbench/GaussianBandit-5arms-medium-button-v0", [0])
+    assert len(episode.steps) == 50 and all(step.valid for step in episode.steps)
+    return [exchange.body for exchange in server.exchanges]
+
+
+def _extends(previous: Json, following: Json) -> bool:
+    """The earlier request is the start of the later one: messages (chat) or prompt text."""
+    if "messages" in previous:
+        return following["messages"][: len(previous["messages"])] == previous["messages"]
+    return following["prompt"].startswith(previous["prompt"])
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_the_turns_layout_sends_each_prompt_as_the_start_of_the_next(
+    server: ScriptedServer, api: str
+) -> None:
+    """What a server's prefix cache (vLLM, SGLang) needs: over a 50-step episode every
+    request extends the one before, so only the new exchange is prefilled; the paper's
+    single-message layout rewrites the end of its one message every step."""
+    bodies = _episode_requests(server, api, context_layout="turns")
+    assert len(bodies) == 50
+    assert all(_extends(a, b) for a, b in pairwise(bodies))
+    server.exchanges.clear()
+    single = _episode_requests(server, api)
+    assert not any(_extends(a, b) for a, b in pairwise(single))
+
+
+def test_the_turns_layout_extends_its_prompts_while_the_window_holds(
+    server: ScriptedServer,
+) -> None:
+    """With a window of C = 10 transitions the prompt grows for the first 10 steps; after
+    that the oldest exchange leaves it every step (the server prefills from there)."""
+    bodies = _episode_requests(server, "completions", context_layout="turns", history_length=10)
+    extends = [_extends(a, b) for a, b in pairwise(bodies)]
+    assert extends == [True] * 10 + [False] * 39

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentbench.agent.llm import LLMAgent, LLMAgentSettings
+from agentbench.agent.llm import SELF_CORRECTION_PROMPT, LLMAgent, LLMAgentSettings
 from agentbench.agent.prompts import episode_prompts
 from agentbench.baselines import make_agent
 from agentbench.confidence_bounds import linucb_terms, ucb_values
@@ -39,7 +39,8 @@ class Recorder:
         replies = []
         for chat, seed in zip(prompts, seeds, strict=True):
             self.chats.append(chat)
-            labels = ACTION_LIST_PATTERN.findall(chat[-1]["content"])[-1].split(", ")
+            text = "\n".join(message["content"] for message in chat)
+            labels = ACTION_LIST_PATTERN.findall(text)[-1].split(", ")
             draw = np.random.default_rng(seed)
             replies.append(
                 Generation("no idea" if draw.random() < 0.25 else f"ACTION={draw.choice(labels)}")
@@ -53,7 +54,8 @@ def _played(
     recorder = Recorder()
     agent = LLMAgent(recorder, LLMAgentSettings(**settings), name="llm")
     episodes = play(agent, env_id, range(3), num_envs=1, env_kwargs=env_kwargs or {})
-    first_pass = [chat for chat in recorder.chats if len(chat) == 1]  # not the review chats
+    review = SELF_CORRECTION_PROMPT.split("{", 1)[0]
+    first_pass = [chat for chat in recorder.chats if not chat[-1]["content"].startswith(review)]
     return episodes, first_pass
 
 
@@ -71,6 +73,12 @@ def _played(
         (BANDIT, {"guide": "ucb", "randomise_labels": True}, SHORT),
         (BANDIT, {"demonstrations": 2, "cot": False}, SHORT),
         ("agentbench/ContextualBandit-5arms-v0", {"guide": "linucb"}, {"horizon": 6}),
+        (BANDIT, {"context_layout": "turns", "summary": True, "history_length": 3}, SHORT),
+        (BANDIT, {"context_layout": "turns", "return_token": "good", "self_correction": True,
+                  "try_all": True}, SHORT),  # fmt: skip
+        ("agentbench/TicTacToe-random-v0", {"context_layout": "turns"}, None),
+        ("agentbench/ContextualBandit-5arms-v0", {"context_layout": "turns", "guide": "linucb"},
+         {"horizon": 6}),  # fmt: skip
     ],
 )
 def test_rebuilt_prompts_are_the_prompts_the_model_was_sent(

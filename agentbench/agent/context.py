@@ -1,9 +1,20 @@
 """The LLM agent's context: c_t = [task instruction; output instruction; last C transitions].
 
-SPEC.md section 2. The context is one user message (the chat template of the
-model adds its own system prompt, if any); it ends with a question asking for
-the next action. History lines are the env's own (``transition_text``), e.g.
-``Step=3 Action=green Reward=0.41``.
+SPEC.md section 2. History lines are the env's own (``transition_text``), e.g.
+``Step=3 Action=green Reward=0.41``. Two layouts carry the same text:
+
+- ``single`` (the default, the paper's): one user message (the chat template of
+  the model adds its own system prompt, if any) holding the instructions, the
+  history and what the step shows (summary, guide, state), ending with a
+  question asking for the next action.
+- ``turns``: a conversation, one exchange per step. The first user message holds
+  the instructions and the first decision; each step then adds the action taken
+  as an assistant message (``ACTION=label``) and a user message with its history
+  line and the next decision. While the window of C transitions holds, the
+  prompt of step t is the start of the prompt of step t+1, so a server's prefix
+  cache (vLLM, SGLang) prefills only the new exchange. The instruction lists
+  every action once; an env whose legal actions change shows them in its state
+  (tic-tac-toe's ``Legal actions`` line).
 """
 
 from __future__ import annotations
@@ -31,6 +42,13 @@ DIRECT_INSTRUCTION = (
 )
 QUESTION = "Step {step}: which action do you take?"
 NO_HISTORY = "No steps taken yet."
+# the turns layout, once the window slides
+HIDDEN_STEPS = ("Step 1 is not shown.", "Steps 1 to {last} are not shown.")
+LAYOUTS = ("single", "turns")
+TURNS_WITH_SHUFFLED_LABELS = (
+    "the turns layout keeps earlier steps as they were shown; it cannot be combined with "
+    "randomise_labels, which renames every action in the history each step"
+)
 RETURN_LINE = "Target return: {token}."  # return-conditioned RL (SPEC.md 3)
 # Algorithm guides (BanditBench's algorithm-guided summaries, in our words): what UCB
 # or LinUCB would compute from the history, shown to the model, which still decides.
@@ -54,6 +72,7 @@ class ContextSettings:
     summary: bool = False  # append per-action count and mean reward (context summary)
     return_token: str | None = None  # return-conditioned RL: "good" / "bad"; None = no line
     guide: str | None = None  # "ucb" / "linucb": the algorithm's values in the context
+    layout: str = "single"  # "turns": one exchange per step, append-only (module docstring)
 
     def __post_init__(self) -> None:
         token = self.return_token
@@ -63,6 +82,8 @@ class ContextSettings:
             raise ConfigError(
                 f"guide must be one of {', '.join(GUIDES)} or None, got {self.guide!r}"
             )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
 
 def history_lines(
@@ -76,12 +97,19 @@ def history_lines(
     With ``display_labels`` (context randomisation, multi-armed bandits only)
     the lines name the actions by the labels of the current step's shuffle.
     """
-    shown = history if settings.history_length is None else history[-settings.history_length :]
-    if settings.history_length == 0:
-        shown = []
+    shown = shown_steps(history, settings)
     if display_labels is None:
         return [env.transition_text(s.t, s.state, s.action, s.reward) for s in shown]
     return [format_transition(s.t, display_labels[s.action], s.reward) for s in shown]
+
+
+def shown_steps(history: Sequence[Step], settings: ContextSettings) -> Sequence[Step]:
+    """The last C steps of the history (all of them when C is None)."""
+    if settings.history_length is None:
+        return history
+    if settings.history_length == 0:
+        return []
+    return history[-settings.history_length :]
 
 
 def summary_lines(history: Sequence[Step], labels: Sequence[str]) -> list[str]:
@@ -134,21 +162,28 @@ def build_context(
 ) -> Chat:
     """The chat for the next decision in ``env`` given the episode so far (``observation``:
     the current one, which the LinUCB guide reads; ``demonstrations``: expert episodes
-    shown after the task instruction, agent.demonstrations)."""
+    shown after the task instruction, agent.demonstrations), in ``settings.layout``."""
     env_labels = env.action_labels()
     labels = list(display_labels) if display_labels is not None else env_labels
-    legal_labels = [labels[a] for a in env.legal_actions()]
+    turns = settings.layout == "turns"
+    if turns and display_labels is not None:
+        raise ConfigError(TURNS_WITH_SHUFFLED_LABELS)
+    listed = range(len(labels)) if turns else env.legal_actions()
+    listed_labels = [labels[a] for a in listed]
     if display_labels is not None:
         # List them in the env's own order, so the order does not reveal the shuffle.
         rank = {label: i for i, label in enumerate(env_labels)}
-        legal_labels.sort(key=rank.__getitem__)
+        listed_labels.sort(key=rank.__getitem__)
     instruction = COT_INSTRUCTION if settings.cot else DIRECT_INSTRUCTION
     parts = [env.task_instruction()]
     if demonstrations:
         parts.append(demonstrations)
     parts.append(
-        instruction.format(example=format_action(PLACEHOLDER), labels=", ".join(legal_labels))
+        instruction.format(example=format_action(PLACEHOLDER), labels=", ".join(listed_labels))
     )
+    current = (env.state_text(), observation)
+    if turns:
+        return _turns(env, history, settings, parts, current)
     lines = history_lines(env, history, settings, display_labels)
     if lines:
         total = len(history)
@@ -160,18 +195,57 @@ def build_context(
         parts.append("\n".join([heading, *lines]))
     else:
         parts.append(NO_HISTORY)
+    parts += _decision_parts(history, labels, settings, *current)
+    return [{"role": "user", "content": "\n\n".join(parts)}]
+
+
+def _decision_parts(
+    history: Sequence[Step],
+    labels: Sequence[str],
+    settings: ContextSettings,
+    state: str,
+    observation: object,
+) -> list[str]:
+    """What a step shows after the history: summary, guide, state, target return, question."""
+    parts = []
     if settings.summary:
         parts.append("\n".join(["Summary of each action so far:", *summary_lines(history, labels)]))
     if settings.guide is not None:
         parts.append("\n".join(guide_lines(history, labels, settings.guide, observation)))
-    state = env.state_text()
     if state:
         parts.append(state)
     if settings.return_token is not None:
         # Just before the question: the same distance from the answer at every step.
         parts.append(RETURN_LINE.format(token=settings.return_token))
     parts.append(QUESTION.format(step=len(history) + 1))
-    return [{"role": "user", "content": "\n\n".join(parts)}]
+    return parts
+
+
+def _turns(
+    env: TextEnv,
+    history: Sequence[Step],
+    settings: ContextSettings,
+    opening: list[str],
+    current: tuple[str, object],
+) -> Chat:
+    """The turns layout: each shown step's decision as it was asked (from the state and
+    observation its record holds), its action as the answer, then the next decision."""
+    labels = env.action_labels()
+    shown = shown_steps(history, settings)
+    hidden = len(history) - len(shown)
+    # what step hidden + 1 was shown before its decision: no history, or the hidden steps
+    hidden_line = HIDDEN_STEPS[hidden > 1].format(last=hidden) if hidden else NO_HISTORY
+    opening = [*opening, hidden_line]
+    chat: Chat = []
+    parts = opening
+    for k, step in enumerate(shown, start=hidden):
+        parts += _decision_parts(history[:k], labels, settings, step.state, step.observation)
+        chat.append({"role": "user", "content": "\n\n".join(parts)})
+        chat.append({"role": "assistant", "content": format_action(labels[step.action])})
+        parts = [env.transition_text(step.t, step.state, step.action, step.reward)]
+    parts += _decision_parts(history, labels, settings, *current)
+    chat.append({"role": "user", "content": "\n\n".join(parts)})
+    return chat
 
 
 def shuffled_labels(labels: Sequence[str], rng: np.random.Generator) -> list[str]:

@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from agentbench.agent.context import ContextSettings, build_context, shuffled_labels
+from agentbench.agent.context import (
+    TURNS_WITH_SHUFFLED_LABELS,
+    ContextSettings,
+    build_context,
+    shuffled_labels,
+)
 from agentbench.agent.demonstrations import demonstrations_text
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.parsing import PLACEHOLDER, format_action, parse_action
@@ -80,6 +85,13 @@ class LLMAgentSettings:
         "algorithm computes it from the history (BanditBench's algorithm-guided summary); "
         "the model still decides",
     )
+    context_layout: str = setting(
+        "single",
+        '"single": one user message holding the instructions and the history (the paper\'s); '
+        '"turns": one exchange per step (the action as the assistant\'s answer), so each '
+        "prompt extends the last one while the window of C steps holds: what a server's "
+        "prefix cache (vLLM, SGLang) reuses",
+    )
     self_correction: bool = setting(False, "a second pass sees the first answer and may revise it")
     self_consistency: int = setting(1, "k samples with majority vote (SPEC: 16); 1 = off")
     consistency_temperature: float = setting(1.0, "sampling temperature of the k samples")
@@ -109,18 +121,20 @@ class LLMAgentSettings:
             raise ConfigError("temperatures must be >= 0")
         if self.demonstrations < 0:
             raise ConfigError(f"demonstrations must be >= 0, got {self.demonstrations}")
+        if self.context_layout == "turns" and self.randomise_labels:
+            raise ConfigError(TURNS_WITH_SHUFFLED_LABELS)
         if self.demonstrations and self.randomise_labels:
             raise ConfigError(
                 "demonstrations show the env's own labels; they cannot be combined with "
                 "randomise_labels, which shows others every step"
             )
-        _ = self.context  # ContextSettings checks return_token and guide
+        _ = self.context  # ContextSettings checks return_token, guide and layout
 
     @property
     def context(self) -> ContextSettings:
         return ContextSettings(cot=self.cot, history_length=self.history_length,
                                summary=self.summary, return_token=self.return_token,
-                               guide=self.guide)  # fmt: skip
+                               guide=self.guide, layout=self.context_layout)  # fmt: skip
 
     @property
     def max_new_tokens(self) -> int:
