@@ -352,7 +352,7 @@ def test_the_api_key_goes_only_into_the_authorization_header(
     assert "Authorization" not in server.exchanges[-1].headers
 
 
-def echo_answer(text: str, bos: bool) -> Json:
+def echo_answer(text: str, bos: bool, sglang: bool = False) -> Json:
     """Echo ``text`` split into word-ish tokens with log p = -len(token), plus one generated token.
 
     Prompt tokens, the generated token (-100) and an optional "<s>" (-1000) all
@@ -366,15 +366,20 @@ def echo_answer(text: str, bos: bool) -> Json:
     if bos:
         tokens, logprobs = ["<s>"] + tokens, [None, -1000.0] + logprobs[1:]
     offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    if sglang:  # SGLang echoes the tokens but writes -1 for every offset
+        offsets = [-1] * len(tokens)
     logprobs_json = {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets}
     return {"choices": [{"text": "".join(tokens), "logprobs": logprobs_json}]}
 
 
-@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize(("bos", "sglang"), [(False, False), (True, False), (False, True)])
 def test_score_sums_exactly_the_continuation_tokens_of_the_echo(
-    server: ScriptedServer, bos: bool
+    server: ScriptedServer, bos: bool, sglang: bool
 ) -> None:
-    server.reply = lambda exchange, index: (200, echo_answer(exchange.body["prompt"], bos))
+    server.reply = lambda exchange, index: (
+        200,
+        echo_answer(exchange.body["prompt"], bos, sglang),
+    )
     generator = make_generator(server.url, api="completions")
     prompts = [PROMPT, [{"role": "user", "content": "Which cell?"}]]
     continuations = [["ACTION=blue", "ACTION=green"], ["ACTION=4", "", "ACTION=10"]]
@@ -460,3 +465,19 @@ def test_the_turns_layout_extends_its_prompts_while_the_window_holds(
     bodies = _episode_requests(server, "completions", context_layout="turns", history_length=10)
     extends = [_extends(a, b) for a, b in pairwise(bodies)]
     assert extends == [True] * 10 + [False] * 39
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_a_stop_string_the_server_kept_is_cut_off(server: ScriptedServer, api: str) -> None:
+    """OpenAI's API drops a matched stop string; transformers serve keeps it."""
+    text = "ACTION=blue\nuser: and now?"
+    if api == "chat":
+        server.reply = lambda exchange, index: (200, chat_answer(text, finish="stop"))
+    else:
+        server.reply = lambda exchange, index: (200, {"choices": [{"text": text}]})
+    config = GenerationConfig(stop=("\nuser:",))
+    (generation,) = make_generator(server.url, api=api).generate([PROMPT], config)
+    assert generation.text == "ACTION=blue" and generation.finish_reason == "stop"
+    server.reply = lambda exchange, index: (200, chat_answer("ACTION=red", finish="length"))
+    (generation,) = make_generator(server.url).generate([PROMPT], config)
+    assert generation.text == "ACTION=red" and generation.finish_reason == "length"

@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import Any, Literal, TypeVar
 
 from agentbench.errors import ConfigError
@@ -209,7 +210,8 @@ class OpenAICompatibleGenerator:
         }
         if self.settings.logprobs:
             body["logprobs"] = True
-        return self._post(self._url("chat/completions"), body, abort, _read_chat_answer)
+        answer = self._post(self._url("chat/completions"), body, abort, _read_chat_answer)
+        return _cut_at_stop(answer, config.stop)
 
     def _complete(
         self, prompt: Chat, config: GenerationConfig, seed: int | None, abort: threading.Event
@@ -222,7 +224,8 @@ class OpenAICompatibleGenerator:
         }
         if self.settings.logprobs:
             body["logprobs"] = 1
-        return self._post(self._url("completions"), body, abort, _read_completions_answer)
+        answer = self._post(self._url("completions"), body, abort, _read_completions_answer)
+        return _cut_at_stop(answer, stop)
 
     def _score_one(self, prompt: Chat, continuation: str, abort: threading.Event) -> float:
         if not continuation:
@@ -473,6 +476,16 @@ def _read_completions_answer(answer: Json) -> Generation:
     )
 
 
+def _cut_at_stop(generation: Generation, stop: Sequence[str]) -> Generation:
+    """The text up to the first stop string, as OpenAI's API returns it: some servers
+    (``transformers serve``) keep the matched stop string at the end."""
+    cuts = [i for i in (generation.text.find(s) for s in stop if s) if i >= 0]
+    if cuts:
+        generation.text = generation.text[: min(cuts)]
+        generation.finish_reason = "stop"
+    return generation
+
+
 def _continuation_logprob(answer: Json, *, url: str, prompt_text: str, full_text: str) -> float:
     """The summed log-probs of the echoed tokens that overlap ``full_text[len(prompt_text):]``."""
     logprobs = _member(_first_choice(answer), "logprobs", "an object", "choices[0]") or {}
@@ -495,6 +508,10 @@ def _continuation_logprob(answer: Json, *, url: str, prompt_text: str, full_text
     echoed = "".join(tokens)
     if len(echoed) < len(full_text):
         raise _no_echo(url)
+    if any(offset < 0 for offset in offsets):
+        # SGLang echoes the tokens but writes -1 for every offset; the tokens' own
+        # lengths place them in the echoed text (which is their concatenation).
+        offsets = [0, *accumulate(len(token) for token in tokens)][:-1]
     # Offsets count characters of the echoed text; a server that shows a special
     # token first (e.g. "<s>") shifts them, so find where our text begins in it.
     start = max(echoed.find(full_text), 0)
