@@ -48,6 +48,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from agentbench import io
 from agentbench.errors import ConfigError
 from agentbench.io import write_directory
+from agentbench.rlft import fsdp
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
@@ -189,9 +190,18 @@ def is_lora(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_policy(model: Any, directory: Path, use_lora: bool) -> None:
+def save_policy(
+    model: Any,
+    directory: Path,
+    use_lora: bool,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """The adapters, or the full weights: the model's own, or ``weights`` gathered from
+    a sharded model (:func:`agentbench.rlft.fsdp.gathered_weights`)."""
     if use_lora:
         model.save_pretrained(str(directory), safe_serialization=True)
+    elif weights is not None:
+        save_file(weights, str(directory / FULL_WEIGHTS_FILE), metadata={"format": "pt"})
     else:
         save_model(model, str(directory / FULL_WEIGHTS_FILE))  # handles tied embeddings
 
@@ -210,6 +220,9 @@ def load_policy(model: Any, directory: Path, use_lora: bool) -> None:
         return
     path = directory / FULL_WEIGHTS_FILE
     _require(path)
+    if fsdp.is_sharded(model):  # each process keeps its shards of the full weights
+        fsdp.load_full_weights(model, read_tensors(path), path)
+        return
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except SafetensorError as exc:
@@ -241,6 +254,22 @@ def export_model(model: Any, tokenizer: Any, directory: str | Path) -> Path:
         tokenizer.save_pretrained(str(staging))
 
     return write_directory(directory, write)
+
+
+def export_checkpoint_weights(
+    model_config: Any, tokenizer: Any, checkpoint: Path, directory: str | Path
+) -> Path:
+    """:func:`export_model` of the full weights in a checkpoint (a sharded policy's:
+    no process holds them whole), into a model built from ``model_config``."""
+    from transformers import AutoModelForCausalLM
+
+    path = checkpoint / FULL_WEIGHTS_FILE
+    tensors = read_tensors(path)
+    dtype = next(iter(tensors.values())).dtype
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
+    load_policy(model, checkpoint, use_lora=False)
+    return export_model(model, tokenizer, directory)
 
 
 # ---------------------------------------------------------------- optimizer / scheduler
@@ -285,8 +314,15 @@ def state_dict_from_files(
     return {"state": state, "param_groups": groups}
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: Path) -> None:
-    tensors, meta = state_dict_to_files(optimizer.state_dict())
+def save_optimizer(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    directory: Path,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """The optimizer's state (or ``state``, gathered from a sharded one:
+    :func:`agentbench.rlft.fsdp.gathered_optimizer_state`) and the scheduler's."""
+    tensors, meta = state_dict_to_files(optimizer.state_dict() if state is None else state)
     save_file(tensors, str(directory / OPTIMIZER_TENSORS))
     io.write_json(directory / OPTIMIZER_JSON, meta)
     io.write_json(directory / SCHEDULER_JSON, scheduler.state_dict())
@@ -297,7 +333,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, directory: 
         _require(directory / name)
     tensors = read_tensors(directory / OPTIMIZER_TENSORS)
     meta = read_json(directory / OPTIMIZER_JSON)
-    optimizer.load_state_dict(state_dict_from_files(tensors, meta, optimizer.state_dict()))
+    state = state_dict_from_files(tensors, meta, optimizer.state_dict())
+    optimizer.load_state_dict(fsdp.shard_optimizer_state(optimizer, state))
     scheduler_state = read_json(directory / SCHEDULER_JSON)
     scheduler_state["lr_lambdas"] = [None] * len(scheduler_state.get("lr_lambdas", []))
     scheduler.load_state_dict(scheduler_state)

@@ -29,6 +29,7 @@ from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.io import read_toml
 from agentbench.memory import return_freed_memory_setting
+from agentbench.rlft.fsdp import PARALLEL_HELP, check_parallel_setting
 from agentbench.rlft.rewards import (
     REASONING_MEASURES,
     REWARD_NORMALISATIONS,
@@ -215,6 +216,7 @@ class PPOConfig:
         ),
     )
     return_freed_memory: bool = return_freed_memory_setting()
+    parallel: str = setting("data", PARALLEL_HELP)
     update_epochs: int = setting(1, "passes over each rollout (paper: 1 bandits, 2 tic-tac-toe)")
     clip_eps: float = setting(0.2, "PPO ratio clip epsilon (paper: 0.2)")
     kl_beta: float = setting(
@@ -303,6 +305,7 @@ class PPOConfig:
         _choice("reward_normalisation", self.reward_normalisation, REWARD_NORMALISATIONS)
         _choice("reasoning_measure", self.reasoning_measure, REASONING_MEASURES)
         _choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        check_parallel_setting(self.parallel, self.model.use_lora, self.optimizer)
         for name in (
             "num_envs",
             "episodes_per_update",

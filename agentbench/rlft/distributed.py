@@ -19,7 +19,9 @@ wrapped in DDP: processes may run different numbers of micro-batches (tic-tac-to
 episodes differ in length), which DDP's per-backward all-reduce does not allow.
 
 Without a launcher (``WORLD_SIZE`` unset or 1) everything here is a no-op and
-accelerate is not imported.
+accelerate is not imported. With ``parallel = "fsdp"`` the same sharing of episodes
+and counts holds, but the weights, gradients and optimizer state are sharded across
+the processes (:mod:`agentbench.rlft.fsdp`).
 """
 
 from __future__ import annotations

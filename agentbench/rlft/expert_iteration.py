@@ -34,6 +34,7 @@ import numpy as np
 
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
+from agentbench.rlft import fsdp
 from agentbench.rlft.config import ANY_FINITE, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
@@ -42,7 +43,6 @@ from agentbench.rlft.sampling import (
     sample_episodes,
     sample_metrics,
 )
-from agentbench.rlft.sft import train_on_targets
 from agentbench.settings import setting
 
 SELECTIONS = ("best", "threshold")
@@ -130,9 +130,10 @@ class ExpertIteration(SelfTrainer):
             self.generator, self.config.agent_settings(), name=f"expert-iteration@{iteration}"
         )
         self.generator.model.eval()
-        return sample_episodes(
-            agent, self.config, self.train_seeds(), self.sample_streams(iteration)
-        )
+        with fsdp.generating(self.generator):
+            return sample_episodes(
+                agent, self.config, self.train_seeds(), self.sample_streams(iteration)
+            )
 
     def iterate(self, iteration: int) -> dict[str, Any]:
         """One iteration: sample, score, select, fine-tune; returns its metrics."""
@@ -147,8 +148,7 @@ class ExpertIteration(SelfTrainer):
         targets = [step.completion_ids for s in kept for step in s.steps]
         losses: list[dict[str, Any]] = []
         if prompts:  # 4. fine-tune (threshold mode may keep nothing)
-            sft = config.iteration_sft(iteration)
-            losses = train_on_targets(self.generator, prompts, targets, sft, "expert iteration")
+            losses = self.fine_tune(prompts, targets, iteration)
         return {  # 5. log
             **sample_metrics(sampled),
             "best_return": _mean_best_return(sampled),

@@ -67,6 +67,7 @@ from agentbench.models.packing import PackedLogprobs, plan_micro_batches
 from agentbench.models.transformers_backend import TransformersGenerator
 from agentbench.records import Episode, EpisodeWriter
 from agentbench.rlft import checkpoint as ckpt
+from agentbench.rlft import fsdp
 from agentbench.rlft.advantages import gae, mc_baseline_advantages, returns_to_go
 from agentbench.rlft.collection import (
     MetricsLog,
@@ -235,8 +236,10 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig, generator: TransformersGenerator | None = None) -> None:
         self.config = config
         self.parallel = DataParallel.from_environment()  # one process unless launched in many
-        if generator is None:
-            generator = config.model.load(device=self.parallel.device)
+        # parallel = "fsdp" under a launcher: weights, gradients and AdamW state sharded
+        self.sharded = fsdp.use_fsdp(config.parallel, self.parallel)
+        if generator is None:  # sharded: loaded whole on the CPU, shards go to the device
+            generator = config.model.load(device="cpu" if self.sharded else self.parallel.device)
         model = config.model.trainable(generator.model.eval(), config.seed)
         self.reference: TransformersGenerator | None = None
         if not config.model.use_lora:
@@ -250,6 +253,10 @@ class PPOTrainer:
                 settings=generator.settings,
             )
         set_gradient_checkpointing(model, config.gradient_checkpointing)
+        if self.sharded:
+            model = fsdp.shard_model(model, self.parallel)
+            if self.reference is not None:
+                fsdp.shard_model(self.reference.model, self.parallel)
         if config.return_freed_memory:
             return_freed_memory()
         self.policy = TransformersGenerator(
@@ -259,8 +266,11 @@ class PPOTrainer:
         if config.advantage == "gae":
             self.value_head = ValueHead(hidden_size_of(model)).to(self.policy.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # gradients summed by hand (all of them, or under FSDP the value head's only)
+        self.summed_params = [] if self.sharded else list(self.params)
         if self.value_head is not None:
             self.params += list(self.value_head.parameters())
+            self.summed_params += list(self.value_head.parameters())
         self.optimizer = self._make_optimizer()
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype, self.policy.device)
         total_steps = config.total_updates * config.update_epochs * config.num_minibatches
@@ -398,14 +408,15 @@ class PPOTrainer:
             self.policy, config.agent_settings(temperature=1.0), name=f"ppo:{self.policy.name}"
         )
         self.model.eval()
-        local = played_with_tokens(
-            agent,
-            config.env.id,
-            self.parallel.shard(self.train_seeds(update)),
-            num_envs=config.num_envs,
-            env_kwargs=config.env.kwargs,
-            templates=True,  # try-all / epsilon steps: rewards kept, no policy tokens
-        )
+        with fsdp.generating(self.policy):  # processes generate different numbers of tokens
+            local = played_with_tokens(
+                agent,
+                config.env.id,
+                self.parallel.shard(self.train_seeds(update)),
+                num_envs=config.num_envs,
+                env_kwargs=config.env.kwargs,
+                templates=True,  # try-all / epsilon steps: rewards kept, no policy tokens
+            )
         # every process sees the whole rollout, and trains on the steps it played
         episodes = gather_episodes(self.parallel, [played.episode for played in local])
         mine = {played.seed: played for played in local}
@@ -453,23 +464,31 @@ class PPOTrainer:
 
         Computed in the micro-batches of the first training pass: the same rows packed
         or padded the same way give bit-identical log-probs, so the first ratio is
-        exactly 1.
+        exactly 1. Under FSDP on whole (gathered) weights: processes run different
+        numbers of micro-batches.
         """
         n = len(batch.samples)
         old: list[torch.Tensor | None] = [None] * n
         ref: list[torch.Tensor | None] = [None] * n
         values = np.zeros(n)
         self.model.eval()
-        for micro, groups in self._micro_batches(batch, first_order):
-            with torch.no_grad(), self._hidden(self.value_head is not None) as hidden:
-                logprobs = self.logprobs(self.policy, batch, micro, groups)
-                if self.value_head is not None:
-                    features = self._value_features(batch, micro, logprobs, hidden[-1])
-                    values[micro] = self.value_head.values(features).cpu().numpy()
-            with torch.no_grad():
-                reference = self.reference_logprobs(batch, micro, groups)
-            for j, i in enumerate(micro):
-                old[i], ref[i] = logprobs.logprobs[j].detach(), reference[j].detach()
+        passes = list(self._micro_batches(batch, first_order))
+        with fsdp.unsharded(self.model):
+            for micro, groups in passes:
+                with torch.no_grad(), self._hidden(self.value_head is not None) as hidden:
+                    logprobs = self.logprobs(self.policy, batch, micro, groups)
+                    if self.value_head is not None:
+                        features = self._value_features(batch, micro, logprobs, hidden[-1])
+                        values[micro] = self.value_head.values(features).cpu().numpy()
+                for j, i in enumerate(micro):
+                    old[i] = logprobs.logprobs[j].detach()
+        reference_model = self.model if self.reference is None else self.reference.model
+        with fsdp.unsharded(reference_model):
+            for micro, groups in passes:
+                with torch.no_grad():
+                    reference = self.reference_logprobs(batch, micro, groups)
+                for j, i in enumerate(micro):
+                    ref[i] = reference[j].detach()
         return Scores([t for t in old if t is not None], [t for t in ref if t is not None], values)
 
     def reference_logprobs(
@@ -571,7 +590,10 @@ class PPOTrainer:
                 )
                 step_advantages = self._minibatch_advantages(advantages.advantages, minibatch)
                 losses_finite = True
-                for micro, groups in self._micro_batches_of(batch, minibatch):
+                passes = self._micro_batches_of(batch, minibatch)
+                # FSDP reduce-scatters after each backward: every process runs `most` passes
+                most = max(self.parallel.gather_json(len(passes))) if self.sharded else 0
+                for micro, groups in passes:
                     lengths = [len(batch.samples[i].completion_ids) for i in micro]
                     seed = int(torch.randint(0, 2**62, (), generator=self.dropout_rng))
                     with (
@@ -621,8 +643,10 @@ class PPOTrainer:
                         ratio_start_error = max(
                             ratio_start_error, float(stats["ratio_error"].max())
                         )
-                self.parallel.sum_gradients(self.params)
-                norm = torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
+                for _ in range(most - len(passes)):
+                    fsdp.idle_backward(self.model)
+                self.parallel.sum_gradients(self.summed_params)
+                norm = fsdp.clip_gradients(self.params, config.max_grad_norm)
                 steps += 1
                 # The same decision in every process: the gradients (so the norm) are
                 # shared, a local loss is not.
@@ -775,16 +799,17 @@ class PPOTrainer:
         config = self.config
         if seeds is None:
             seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
-        return evaluate_policy(
-            self.policy,
-            config.agent_settings(temperature=temperature),
-            config.env.id,
-            seeds,
-            num_envs=config.num_envs,
-            env_kwargs=config.env.kwargs,
-            name=f"ppo:{self.policy.name}@{self.update}",
-            parallel=self.parallel,
-        )
+        with fsdp.generating(self.policy):
+            return evaluate_policy(
+                self.policy,
+                config.agent_settings(temperature=temperature),
+                config.env.id,
+                seeds,
+                num_envs=config.num_envs,
+                env_kwargs=config.env.kwargs,
+                name=f"ppo:{self.policy.name}@{self.update}",
+                parallel=self.parallel,
+            )
 
     def _evaluate_and_save(self) -> dict[str, float]:
         summary, episodes = self.evaluate()
@@ -804,16 +829,19 @@ class PPOTrainer:
 
         Under data parallelism every process calls this; the weights and optimizer
         state are the same everywhere, so the main process writes them, with the RNG
-        states of all processes."""
+        states of all processes. Under FSDP they are gathered whole to the main process
+        first (the same files a single process writes)."""
         rng_states = self.parallel.gather_json(
             ckpt.rng_state(self.rng, {"dropout": self.dropout_rng})
         )
+        weights = fsdp.gathered_weights(self.model, self.parallel)  # None: not sharded
+        optimizer_state = fsdp.gathered_optimizer_state(self.optimizer, self.parallel)
 
         def write_parts(directory: Path) -> None:
-            ckpt.save_policy(self.model, directory, self.config.model.use_lora)
+            ckpt.save_policy(self.model, directory, self.config.model.use_lora, weights)
             if self.value_head is not None:
                 self.value_head.save(directory)
-            ckpt.save_optimizer(self.optimizer, self.scheduler, directory)
+            ckpt.save_optimizer(self.optimizer, self.scheduler, directory, optimizer_state)
             ckpt.save_rng(rng_states, directory)
             write_atomic(directory / ckpt.CONFIG_FILE, self.config.to_json())
             write_json(directory / ckpt.TRAINER_FILE, {"update": self.update}, indent=None)
@@ -828,7 +856,14 @@ class PPOTrainer:
 
     def export_model(self, directory: str | Path) -> Path:
         """The current policy as a standalone model directory (LoRA merged), loadable by
-        name everywhere: ``agentbench run`` / ``analyze``, ``resolve_model``."""
+        name everywhere: ``agentbench run`` / ``analyze``, ``resolve_model``. Under FSDP
+        from the checkpoint of the current update (its gathered weights): no process
+        but the caller needs to take part."""
+        if self.sharded:
+            checkpoint = self.output_dir / ckpt.CHECKPOINTS_DIR / ckpt.checkpoint_name(self.update)
+            return ckpt.export_checkpoint_weights(
+                self.model.config, self.policy.tokenizer, checkpoint, directory
+            )
         return ckpt.export_model(self.model, self.policy.tokenizer, directory)
 
     def load(self, directory: str | Path) -> None:

@@ -36,6 +36,7 @@ from agentbench.agent.context import build_context
 from agentbench.agent.interface import Decision, Turn
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
+from agentbench.rlft import fsdp
 from agentbench.rlft.config import ANY_FINITE, UNIT, Interval
 from agentbench.rlft.sampling import (
     SampledEpisode,
@@ -44,7 +45,6 @@ from agentbench.rlft.sampling import (
     sample_episodes,
     sample_metrics,
 )
-from agentbench.rlft.sft import train_on_targets
 from agentbench.settings import setting
 
 GOOD, BAD = "good", "bad"
@@ -144,7 +144,10 @@ class ReturnConditioned(SelfTrainer):
         settings = self.config.agent_settings(return_token=GOOD)
         agent = LLMAgent(self.generator, settings, name=f"return-conditioned@{iteration}")
         self.generator.model.eval()
-        return sample_episodes(ReturnTokenContexts(agent), self.config, self.train_seeds(iteration))
+        with fsdp.generating(self.generator):
+            return sample_episodes(
+                ReturnTokenContexts(agent), self.config, self.train_seeds(iteration)
+            )
 
     def label_steps(self, sampled: Sequence[SampledEpisode]) -> tuple[list[list[str]], float]:
         """The return token of every step of every episode, and the threshold used: by
@@ -186,10 +189,7 @@ class ReturnConditioned(SelfTrainer):
         sampled = self.collect(iteration)  # 1. sample
         labels, threshold = self.label_steps(sampled)  # 2. label
         prompts, targets = self.training_pairs(sampled, labels)
-        sft = self.config.iteration_sft(iteration)
-        losses = train_on_targets(  # 3. fine-tune
-            self.generator, prompts, targets, sft, "return-conditioned"
-        )
+        losses = self.fine_tune(prompts, targets, iteration)  # 3. fine-tune
         return {  # 4. log
             **sample_metrics(sampled),
             "threshold": threshold,

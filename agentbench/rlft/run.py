@@ -150,7 +150,7 @@ def trained_for(trainer: Any) -> str:
 
 def export_policy(trainer: Any, path: str | Path) -> Path:
     """The fine-tuned policy as a model directory (LoRA adapters merged)."""
-    if hasattr(trainer, "export_model"):  # PPO
+    if hasattr(trainer, "export_model"):  # PPO, expert iteration, return-conditioned
         return Path(trainer.export_model(path))
     from agentbench.rlft.checkpoint import export_model
 

@@ -44,7 +44,7 @@ from agentbench.io import write_atomic, write_json
 from agentbench.metrics import summarize
 from agentbench.records import Episode
 from agentbench.rlft import checkpoint as ckpt
-from agentbench.rlft import collection
+from agentbench.rlft import collection, fsdp
 from agentbench.rlft.collection import (
     MetricsLog,
     PlayedEpisode,
@@ -66,13 +66,15 @@ from agentbench.rlft.config import (
     check_training_agent,
     config_from_dict,
 )
+from agentbench.rlft.distributed import DataParallel
+from agentbench.rlft.fsdp import check_parallel_setting
 from agentbench.rlft.rewards import (
     RewardShaping,
     exploration_bonus_setting,
     invalid_penalty_setting,
     training_rewards,
 )
-from agentbench.rlft.sft import SFTConfig
+from agentbench.rlft.sft import SFTConfig, train_on_targets
 from agentbench.settings import setting
 from agentbench.shaping import INVALID_ACTION_PENALTY
 
@@ -117,6 +119,16 @@ class SelfTrainingConfig:
     )
     keep_checkpoints: int = setting(2, "newest checkpoints kept on disk (older ones are deleted)")
     progress: bool = setting(False, "tqdm bar over iterations")
+    parallel: str = setting(
+        "data",
+        (
+            '"data": one process does all the work (under a launcher each runs the whole '
+            'method, and the main one writes); "fsdp": under a launcher, weights, gradients '
+            "and AdamW state sharded over the processes (torch FSDP2, agentbench.rlft.fsdp; "
+            "full fine-tuning only): every process samples every episode on the gathered "
+            "weights (so all draw the same ones) and each fine-tuning batch is split over them"
+        ),
+    )
 
     def __post_init__(self) -> None:
         for name, low in (("iterations", 1), ("num_envs", 1), ("train_seed", 0),
@@ -128,6 +140,7 @@ class SelfTrainingConfig:
         if not isinstance(self.sft, SFTConfig):
             raise ConfigError(f"sft must be an SFTConfig, got {type(self.sft).__name__}")
         check_training_agent(self.agent)
+        check_parallel_setting(self.parallel, self.model.use_lora)
 
     def float_ranges(self) -> dict[str, Interval]:
         """The accepted range of every float setting (a subclass adds its own)."""
@@ -247,7 +260,14 @@ class SelfTrainer(ABC):
 
     def __init__(self, config: Any, generator: Any = None) -> None:
         self.config = config
-        self.generator = starting_model(config) if generator is None else generator
+        self.parallel = DataParallel.from_environment()  # one process unless launched in many
+        # parallel = "fsdp" under a launcher: the weights (and AdamW state) sharded
+        self.sharded = fsdp.use_fsdp(config.parallel, self.parallel)
+        if generator is None:  # sharded: loaded whole on the CPU, shards go to the device
+            generator = starting_model(config, "cpu" if self.sharded else None)
+        if self.sharded:
+            fsdp.shard_model(generator.model, self.parallel)
+        self.generator = generator
         self.iteration = 0  # iterations completed
 
     @classmethod
@@ -273,7 +293,36 @@ class SelfTrainer(ABC):
         """Play held-out ``seeds`` (greedy by default) and summarise them; a
         return-conditioned policy is asked for ``return_token`` (default: the method's)."""
         token = self.evaluation_return_token if return_token is None else return_token
-        return evaluate_policy(self.generator, self.config, seeds, temperature, token)
+        with fsdp.generating(self.generator):
+            return evaluate_policy(self.generator, self.config, seeds, temperature, token)
+
+    def export_model(self, directory: str | Path) -> Path:
+        """The policy as a standalone model directory (LoRA merged; see
+        :func:`agentbench.rlft.checkpoint.export_model`). A sharded policy is exported
+        from the checkpoint of the last iteration (its gathered weights), so the caller
+        alone can do it."""
+        if not self.sharded:
+            return ckpt.export_model(self.generator.model, self.generator.tokenizer, directory)
+        if self.config.output_dir is None:
+            raise ConfigError(
+                "exporting a sharded (FSDP) policy reads its last checkpoint; give the run "
+                "an output_dir"
+            )
+        checkpoint = Path(self.config.output_dir) / ckpt.CHECKPOINTS_DIR
+        checkpoint = checkpoint / ckpt.checkpoint_name(self.iteration, "iteration")
+        return ckpt.export_checkpoint_weights(
+            self.generator.model.config, self.generator.tokenizer, checkpoint, directory
+        )
+
+    def fine_tune(
+        self, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], iteration: int
+    ) -> list[dict[str, Any]]:
+        """The cross-entropy step of iteration ``iteration`` on (prompt, target) token ids
+        (:func:`agentbench.rlft.sft.train_on_targets`); under FSDP each process trains on
+        its share of every batch."""
+        sft = self.config.iteration_sft(iteration)
+        return train_on_targets(self.generator, prompts, targets, sft, self.method,
+                                parallel=self.parallel)  # fmt: skip
 
 
 def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
@@ -294,7 +343,11 @@ def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
             f"{config.output_dir} already holds checkpoints of a run; continue it with "
             f"{type(trainer).__name__}.resume or choose another output_dir"
         )
-    log = MetricsLog(_start_output(config, fresh=trainer.iteration == 0), "iteration")
+    main = trainer.parallel.is_main  # under a launcher the main process writes
+    trainer.parallel.barrier()  # every process has looked before the main one writes
+    log = MetricsLog(
+        _start_output(config, fresh=trainer.iteration == 0) if main else None, "iteration"
+    )
     records: list[dict[str, Any]] = []
     bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=name,
                unit="iteration", disable=not config.progress)  # fmt: skip
@@ -315,18 +368,26 @@ def run_iterations(trainer: SelfTrainer, name: str) -> list[dict[str, Any]]:
 
 
 def save_self_training(trainer: SelfTrainer) -> Path:
-    """Checkpoint the policy, the config and the iteration counter (module docstring)."""
+    """Checkpoint the policy, the config and the iteration counter (module docstring).
+    Every process calls it; the main one writes (a sharded policy gathered whole)."""
     config, model = trainer.config, trainer.generator.model
+    weights = fsdp.gathered_weights(model, trainer.parallel)  # None: not sharded
 
     def write_parts(directory: Path) -> None:
-        ckpt.save_policy(model, directory, ckpt.is_lora(model))
+        ckpt.save_policy(model, directory, ckpt.is_lora(model), weights)
         write_atomic(directory / ckpt.CONFIG_FILE, _config_json(config))
         write_json(directory / ckpt.TRAINER_FILE, {"iteration": trainer.iteration}, indent=None)
 
     assert config.output_dir is not None
-    return ckpt.write_checkpoint(
-        config.output_dir, trainer.iteration, write_parts, config.keep_checkpoints, "iteration"
-    )
+    target = Path(config.output_dir) / ckpt.CHECKPOINTS_DIR
+    target = target / ckpt.checkpoint_name(trainer.iteration, "iteration")
+    if trainer.parallel.is_main:
+        target = ckpt.write_checkpoint(
+            config.output_dir, trainer.iteration, write_parts, config.keep_checkpoints,
+            "iteration",
+        )  # fmt: skip
+    trainer.parallel.barrier()  # no process goes on before the checkpoint exists
+    return target
 
 
 def load_self_training(trainer: SelfTrainer, directory: Path) -> None:
@@ -335,15 +396,16 @@ def load_self_training(trainer: SelfTrainer, directory: Path) -> None:
     model = trainer.generator.model
     ckpt.load_policy(model, directory, ckpt.is_lora(model))
     trainer.iteration = ckpt.read_progress(directory, "iteration")
-    if trainer.config.output_dir is not None:
+    if trainer.config.output_dir is not None and trainer.parallel.is_main:
         path = Path(trainer.config.output_dir) / METRICS_FILE
         ckpt.truncate_metrics(path, "iteration", trainer.iteration)
+    trainer.parallel.barrier()
 
 
-def starting_model(config: SelfTrainingConfig) -> Any:
-    """The config's ``[model]``, loaded and made trainable (LoRA initialised from the
-    SFT seed)."""
-    return config.model.load_trainable(config.sft.seed)
+def starting_model(config: SelfTrainingConfig, device: str | None = None) -> Any:
+    """The config's ``[model]``, loaded (on ``device``; None: CUDA when available) and
+    made trainable (LoRA initialised from the SFT seed)."""
+    return config.model.load_trainable(config.sft.seed, device)
 
 
 def resume_self_training(trainer_class: Any, output_dir: str | Path, generator: Any = None) -> Any:

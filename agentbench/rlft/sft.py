@@ -52,7 +52,9 @@ from agentbench.models.interface import Chat
 from agentbench.models.packing import DEFAULT_MAX_PACKED_TOKENS
 from agentbench.records import Episode, Step
 from agentbench.rlft import checkpoint as ckpt
+from agentbench.rlft import fsdp
 from agentbench.rlft.config import COMPUTE_DTYPES, NON_NEGATIVE, POSITIVE, check_float_settings
+from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.nonfinite import all_finite, finite_step, refuse_all_skipped, warn_skipped
 from agentbench.rlft.policy import forked_torch_rng, lr_factor
 from agentbench.rlft.precision import (
@@ -64,6 +66,7 @@ from agentbench.rollout import play
 from agentbench.settings import setting
 
 MODES = ("behaviour", "thought")
+SINGLE_PROCESS = DataParallel()
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,7 @@ def train_on_targets(
     output_dir: str | Path | None = None,
     resume: bool = False,
     keep_checkpoints: int = 2,
+    parallel: DataParallel = SINGLE_PROCESS,
 ) -> list[dict[str, Any]]:
     """The cross-entropy loop shared by SFT, expert iteration and return-conditioned
     training: fine-tune ``generator.model`` in place on (prompt ids, target ids) pairs.
@@ -322,6 +326,11 @@ def train_on_targets(
     the start) and ends exactly as an uninterrupted run; ``generator`` must be the
     starting model, ``config`` and the pairs those of the run (both are checked).
     Without ``resume`` an ``output_dir`` that holds checkpoints is refused.
+
+    A model sharded with FSDP (:mod:`agentbench.rlft.fsdp`; ``parallel`` its processes,
+    all of which call this with the same pairs) trains each batch split into
+    ``parallel.world_size`` contiguous shares, one per process, divided by the whole
+    batch's token count: the same update as one process on the whole batch.
     """
     if len(prompts) != len(targets):
         raise ConfigError(f"got {len(targets)} targets for {len(prompts)} prompts")
@@ -332,6 +341,12 @@ def train_on_targets(
     if config.max_examples is not None and len(chosen) > config.max_examples:
         chosen = [int(i) for i in np.sort(rng.choice(len(chosen), config.max_examples, False))]
     model = generator.model
+    sharded = fsdp.is_sharded(model)
+    if sharded and output_dir is not None:
+        raise ConfigError(
+            f"{name} with an output_dir checkpoints a whole model; a sharded (FSDP) one "
+            "is checkpointed by its trainer"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(chosen) / config.batch_size)
@@ -368,8 +383,14 @@ def train_on_targets(
                     batch.sort()
                 n_tokens = sum(len(targets[i]) for i in batch)
                 losses_finite = True
-                for m, micro_start in enumerate(range(0, len(batch), config.micro_batch_size)):
-                    micro = batch[micro_start : micro_start + config.micro_batch_size]
+                share, most = batch, 0  # this process's examples; FSDP: the most passes
+                if sharded:
+                    parts = np.array_split(np.asarray(batch), parallel.world_size)
+                    shares = [[int(i) for i in part] for part in parts]
+                    share = shares[parallel.rank]
+                    most = max(math.ceil(len(part) / config.micro_batch_size) for part in shares)
+                for m, micro_start in enumerate(range(0, len(share), config.micro_batch_size)):
+                    micro = share[micro_start : micro_start + config.micro_batch_size]
                     with (
                         forked_torch_rng(int(dropout_seeds[step * config.batch_size + m])),
                         compute_precision(model, compute_dtype),
@@ -384,8 +405,12 @@ def train_on_targets(
                     (nll / n_tokens).backward()
                     loss_sum += float(nll.detach())
                     losses_finite = losses_finite and all_finite(nll)
+                if sharded:  # FSDP reduce-scatters after each backward: the same counts
+                    for _ in range(most - math.ceil(len(share) / config.micro_batch_size)):
+                        fsdp.idle_backward(model)
+                    losses_finite = bool(parallel.sum([not losses_finite])[0] == 0)
                 token_sum += n_tokens
-                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                norm = fsdp.clip_gradients(params, config.max_grad_norm)
                 epoch_steps += 1
                 if finite_step(losses_finite, norm):
                     lr = optimizer.param_groups[0]["lr"]
@@ -398,6 +423,8 @@ def train_on_targets(
                 step += 1
             advice = "check the data and learning_rate"
             refuse_all_skipped(f"{name} epoch {epoch + 1}", skipped, epoch_steps, advice)
+            if sharded:  # each process summed its share's token losses
+                loss_sum = float(parallel.sum([loss_sum])[0])
             record = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / max(1, token_sum),
