@@ -74,11 +74,22 @@ def _played(
         (BANDIT, {"demonstrations": 2, "cot": False}, SHORT),
         ("agentbench/ContextualBandit-5arms-v0", {"guide": "linucb"}, {"horizon": 6}),
         (BANDIT, {"context_layout": "turns", "summary": True, "history_length": 3}, SHORT),
-        (BANDIT, {"context_layout": "turns", "return_token": "good", "self_correction": True,
-                  "try_all": True}, SHORT),  # fmt: skip
+        (
+            BANDIT,
+            {
+                "context_layout": "turns",
+                "return_token": "good",
+                "self_correction": True,
+                "try_all": True,
+            },
+            SHORT,
+        ),  # fmt: skip
         ("agentbench/TicTacToe-random-v0", {"context_layout": "turns"}, None),
-        ("agentbench/ContextualBandit-5arms-v0", {"context_layout": "turns", "guide": "linucb"},
-         {"horizon": 6}),  # fmt: skip
+        (
+            "agentbench/ContextualBandit-5arms-v0",
+            {"context_layout": "turns", "guide": "linucb"},
+            {"horizon": 6},
+        ),  # fmt: skip
     ],
 )
 def test_rebuilt_prompts_are_the_prompts_the_model_was_sent(
