@@ -289,31 +289,35 @@ def _print_evaluation(console: Console, summary: dict[str, Any], title: str) -> 
 
 
 def _cmd_sft(args: argparse.Namespace, console: Console) -> int:
-    from agentbench.agent.context import ContextSettings
     from agentbench.envs import get_preset
-    from agentbench.rlft.checkpoint import export_model
-    from agentbench.rlft.config import ModelSettings
-    from agentbench.rlft.sft import SFTConfig, expert_dataset, train_sft
+    from agentbench.rlft.config import EnvSettings, ModelSettings
+    from agentbench.rlft.run import Cloning, CloningConfig, export_policy
+    from agentbench.rlft.sft import SFTConfig
     from agentbench.settings import config_from_dict
 
     get_preset(args.env)  # ConfigError for an unknown id, before loading a model
     given = {f.name: getattr(args, f.name) for f in _config_options(SFTConfig, SFT_CLI_SKIP)}
     given = {name: value for name, value in given.items() if value is not None}
-    config = config_from_dict(SFTConfig, {**given, "seed": args.seed, "progress": True}, "SFT")
-    history = None if args.history_length == "all" else int(args.history_length)
-    context = ContextSettings(cot=args.mode == "thought", history_length=history)
-    env_kwargs = _key_values(args.env_arg)
-    started = time.perf_counter()
-    examples = expert_dataset(args.env, range(args.seed, args.seed + args.episodes), args.mode,
-                              env_kwargs=env_kwargs, context=context)  # fmt: skip
-    console.print(f"{len(examples)} expert examples from {args.episodes} UCB episodes")
+    sft = config_from_dict(SFTConfig, {**given, "seed": args.seed, "progress": True}, "SFT")
     chosen = {"name": args.model, "dtype": args.dtype, "lora_r": args.lora_r}
     model = ModelSettings(use_lora=args.lora, **{k: v for k, v in chosen.items() if v is not None})
     model = dataclasses.replace(model, lora_alpha=2 * model.lora_r)
-    generator = model.load_trainable(args.seed)
-    records = train_sft(generator, examples, config)
-    path = export_model(generator.model, generator.tokenizer, args.out)
-    write_json(path / "sft.json", {"args": vars(args) | {"func": None}, "epochs": records})
+    config = CloningConfig(
+        mode=args.mode,
+        episodes=args.episodes,
+        seed=args.seed,
+        history_length=None if args.history_length == "all" else int(args.history_length),
+        model=model,
+        env=EnvSettings(args.env, _key_values(args.env_arg)),
+        sft=sft,
+        output_dir=args.out,
+    )
+    started = time.perf_counter()
+    cloning = Cloning(config)
+    records = cloning.train()
+    console.print(f"{cloning.examples} expert examples from {args.episodes} UCB episodes")
+    path = export_policy(cloning, args.out)  # the model directory replaces the run's files
+    write_json(path / "sft.json", {"args": vars(args) | {"func": None}, **cloning.record(records)})
     console.print(
         f"SFT ({args.mode} cloning) in {time.perf_counter() - started:.0f} s, final loss "
         f"{records[-1]['loss']:.4f}; fine-tuned model: {path}"

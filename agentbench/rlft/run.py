@@ -52,10 +52,16 @@ class Cloning:
     """The cloning run of a :class:`CloningConfig`: ``train()`` fine-tunes ``generator``."""
 
     def __init__(self, config: CloningConfig) -> None:
+        from agentbench.suite import SuiteEnv
+
+        SuiteEnv(config.env.id, config.env.kwargs).validate()  # before a model loads
         self.config = config
         self.generator = config.model.load_trainable(config.seed)
+        self.examples = 0  # expert examples trained on (set by train)
 
     def train(self) -> list[dict[str, Any]]:
+        """Fine-tune on the expert's episodes; ``sft.json`` (:meth:`record`) goes to
+        the output directory."""
         from agentbench.agent.context import ContextSettings
         from agentbench.io import write_json
         from agentbench.rlft.sft import expert_dataset, train_sft
@@ -67,11 +73,15 @@ class Cloning:
         seeds = range(config.seed, config.seed + config.episodes)
         examples = expert_dataset(config.env.id, seeds, config.mode,
                                   env_kwargs=config.env.kwargs, context=context)  # fmt: skip
+        self.examples = len(examples)
         records = train_sft(self.generator, examples, config.sft)
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        write_json(Path(config.output_dir) / "sft.json", {"examples": len(examples),
-                                                           "epochs": records})  # fmt: skip
+        write_json(Path(config.output_dir) / "sft.json", self.record(records))
         return records
+
+    def record(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """What ``sft.json`` holds: the number of examples and each epoch's metrics."""
+        return {"examples": self.examples, "epochs": records}
 
 
 def make_trainer(data: dict[str, Any], output_dir: str | None = None) -> tuple[Any, bool]:
@@ -129,7 +139,7 @@ def train_and_evaluate(trainer: Any) -> tuple[list[dict[str, Any]], dict[str, An
     config = trainer.config
     if isinstance(trainer, Cloning):
         return records, {}  # no held-out evaluation of its own
-    if hasattr(trainer, "update"):  # PPO
+    if _is_ppo(trainer):
         if trainer.last_evaluation is not None and trainer.last_evaluation[0] == trainer.update:
             return records, trainer.last_evaluation[1]
         summary, _ = trainer.evaluate()
@@ -141,7 +151,7 @@ def train_and_evaluate(trainer: Any) -> tuple[list[dict[str, Any]], dict[str, An
 
 def trained_for(trainer: Any) -> str:
     """How far a trainer got: "8 updates", "2 iterations" or "1 epochs"."""
-    if hasattr(trainer, "update"):
+    if _is_ppo(trainer):
         return f"{trainer.update} updates"
     if isinstance(trainer, Cloning):
         return f"{trainer.config.sft.epochs} epochs"
@@ -150,8 +160,14 @@ def trained_for(trainer: Any) -> str:
 
 def export_policy(trainer: Any, path: str | Path) -> Path:
     """The fine-tuned policy as a model directory (LoRA adapters merged)."""
-    if hasattr(trainer, "export_model"):  # PPO, expert iteration, return-conditioned
-        return Path(trainer.export_model(path))
-    from agentbench.rlft.checkpoint import export_model
+    if isinstance(trainer, Cloning):
+        from agentbench.rlft.checkpoint import export_model
 
-    return Path(export_model(trainer.generator.model, trainer.generator.tokenizer, path))
+        return Path(export_model(trainer.generator.model, trainer.generator.tokenizer, path))
+    return Path(trainer.export_model(path))  # PPO, expert iteration, return-conditioned
+
+
+def _is_ppo(trainer: Any) -> bool:
+    from agentbench.rlft import PPOTrainer
+
+    return isinstance(trainer, PPOTrainer)
