@@ -13,8 +13,6 @@ the idle passes that keep FSDP's collectives paired are exercised.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from agentbench.rlft.checkpoint import export_model
 from agentbench.rlft.config import ModelSettings
 from agentbench.rlft.distributed import DataParallel
 from agentbench.rlft.fsdp import use_fsdp
+from agentbench.testing.processes import run_training_script
 
 SCRIPT = Path(__file__).parent / "scripts" / "fsdp_train.py"
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version",
@@ -75,14 +74,6 @@ sft = {{ learning_rate = 1e-3, batch_size = 9, micro_batch_size = 2, epochs = 1 
 """
 
 
-def _run(command: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # the plain run is one process
-        env.pop(name, None)
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-
-
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -100,7 +91,7 @@ def _single_and_sharded(tmp_path: Path, template: str, extra: list[str]) -> dict
         config = tmp_path / f"{name}.toml"
         config.write_text(template.format(model=model, out=out))
         flags = ["--resume", *extra] if name == "fsdp" else []
-        _run([*launcher, str(SCRIPT), str(config), *flags], tmp_path)
+        run_training_script([*launcher, str(SCRIPT), str(config), *flags], tmp_path)
         runs[name] = out
     return runs
 

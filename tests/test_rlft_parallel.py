@@ -12,8 +12,6 @@ that differ between the processes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 from agentbench.models.tiny import tiny_generator
 from agentbench.rlft.checkpoint import export_model
+from agentbench.testing.processes import run_training_script
 
 SCRIPT = Path(__file__).parent / "scripts" / "ppo_parallel.py"
 
@@ -42,14 +41,6 @@ output_dir = "{out}"
 """
 
 
-def _run(command: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # the plain run is one process
-        env.pop(name, None)
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
 def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -68,7 +59,7 @@ def test_two_processes_make_the_single_process_update(tmp_path: Path) -> None:
                         "--num_processes",
                         "2", "--num_machines", "1", "--mixed_precision", "no",
                         "--dynamo_backend", "no"]  # fmt: skip
-        _run([*launcher, str(SCRIPT), str(config)], tmp_path)
+        run_training_script([*launcher, str(SCRIPT), str(config)], tmp_path)
         runs[name] = out
 
     single, parallel = (_metrics(runs[name]) for name in ("single", "parallel"))
