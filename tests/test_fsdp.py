@@ -73,6 +73,22 @@ output_dir = "{out}"
 sft = {{ learning_rate = 1e-3, batch_size = 9, micro_batch_size = 2, epochs = 1 }}
 """
 
+RETURN_CONDITIONED = """
+method = "return-conditioned"
+parallel = "fsdp"
+model = {{ name = "{model}" }}
+env.id = "agentbench/GaussianBandit-v0"
+env.kwargs = {{ n_arms = 2, horizon = 3, labels = "continuous" }}
+num_envs = 3
+iterations = 2
+episodes_per_iteration = 5
+agent = {{ cot = false }}
+eval_episodes = 3
+checkpoint_every = 1
+output_dir = "{out}"
+sft = {{ learning_rate = 1e-3, batch_size = 15, micro_batch_size = 2, epochs = 1 }}
+"""
+
 
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -143,12 +159,20 @@ def test_fsdp_ppo_update_equals_one_process_and_resumes_exactly(tmp_path: Path) 
     _check_export(exported, runs["fsdp"])
 
 
-def test_fsdp_expert_iteration_equals_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "same"),
+    [(EXPERT_ITERATION, ("return", "kept_steps", "invalid_rate")),
+     (RETURN_CONDITIONED, ("return", "invalid_rate"))],
+    ids=["expert-iteration", "return-conditioned"],
+)  # fmt: skip
+def test_fsdp_self_training_equals_one_process_and_resumes_exactly(
+    tmp_path: Path, config: str, same: tuple[str, ...]
+) -> None:
     exported = tmp_path / "exported"
-    runs = _single_and_sharded(tmp_path, EXPERT_ITERATION, ["--export", str(exported)])
+    runs = _single_and_sharded(tmp_path, config, ["--export", str(exported)])
     single, sharded = (_lines(runs[name] / "metrics.jsonl") for name in ("single", "fsdp"))
     assert [m["iteration"] for m in sharded] == [1, 2]
-    for key in ("return", "kept_steps", "invalid_rate"):  # the same samples, kept alike
+    for key in same:  # the same samples, selected or labelled alike
         assert sharded[0][key] == pytest.approx(single[0][key], abs=1e-9), key
     assert sharded[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-6)
     _check_sharding_and_resume(runs)
