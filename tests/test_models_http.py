@@ -455,6 +455,13 @@ def test_the_turns_layout_sends_each_prompt_as_the_start_of_the_next(
     server.exchanges.clear()
     single = _episode_requests(server, api)
     assert not any(_extends(a, b) for a, b in pairwise(single))
+    # The single message still grows only at its end, before the question (what the local
+    # backend's prefix reuse relies on): a cache shares all of it but the question. From
+    # the second step on: the first says "No steps taken yet." where the history starts.
+    for a, b in pairwise(single[1:]):
+        text_a, text_b = (x["prompt"] if api == "completions" else x["messages"][-1]["content"]
+                          for x in (a, b))  # fmt: skip
+        assert text_b.startswith(text_a[: text_a.rindex("\n\nStep ")])
 
 
 def test_the_turns_layout_extends_its_prompts_while_the_window_holds(

@@ -89,8 +89,8 @@ class LLMAgentSettings:
         "single",
         '"single": one user message holding the instructions and the history (the paper\'s); '
         '"turns": one exchange per step (the action as the assistant\'s answer), so each '
-        "prompt extends the last one while the window of C steps holds: what a server's "
-        "prefix cache (vLLM, SGLang) reuses",
+        "prompt extends the last one while the window of C steps holds (a prefix cache shares "
+        "all of it; the single message shares all but its question, in prompts half as long)",
     )
     self_correction: bool = setting(False, "a second pass sees the first answer and may revise it")
     self_consistency: int = setting(1, "k samples with majority vote (SPEC: 16); 1 = off")
