@@ -53,6 +53,7 @@ from typing import Any
 
 from agentbench.errors import ConfigError
 from agentbench.io import named_toml, package_tomls, read_json, read_toml, write_atomic, write_json
+from agentbench.memory import trim_freed_memory
 from agentbench.settings import config_from_dict, setting
 
 PAPER_DIR = "paper"
@@ -263,6 +264,8 @@ def _train(config: dict[str, Any], out: Path, progress: bool) -> None:
     trainer, _ = make_trainer({"progress": progress, **config}, out)
     trainer.train()  # the evaluation suite evaluates it, on the experiment's own seeds
     export_policy(trainer, out / "model")
+    del trainer
+    trim_freed_memory()  # the next run must not start on this one's heap (agentbench.memory)
 
 
 def _write_paired(run: Path, reference: str, out_dir: Path) -> None:

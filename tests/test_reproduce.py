@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agentbench import reproduce
 from agentbench.agent import factory
 from agentbench.cli import main
 from agentbench.reproduce import SCALES, builtin_experiments, load_experiment
@@ -150,11 +151,14 @@ def test_a_training_experiment_trains_exports_and_evaluates_against_the_start(
         return tiny_generator(seed=1, dtype="float32") if name == "tiny" else real(name, **kwargs)
 
     monkeypatch.setattr(catalog, "resolve_model", resolve)
+    trims: list[int] = []  # the evaluation must not start on the training's heap
+    monkeypatch.setattr(reproduce, "trim_freed_memory", lambda: trims.append(1))
     experiment = tmp_path / "tiny-rlft.toml"
     experiment.write_text(TRAIN_EXPERIMENT)
     out = tmp_path / "out"
     assert main(["reproduce", str(experiment), "--model", "tiny", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
+    assert trims == [1]  # once, after the one training run
     metrics = (out / "train" / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 1  # the small scale's one update
     assert (out / "train" / "ppo" / "model" / "model.safetensors").is_file()
