@@ -265,7 +265,7 @@ def _train(config: dict[str, Any], out: Path, progress: bool) -> None:
     trainer.train()  # the evaluation suite evaluates it, on the experiment's own seeds
     export_policy(trainer, out / "model")
     del trainer
-    trim_freed_memory()  # the next run must not start on this one's heap (agentbench.memory)
+    trim_freed_memory()  # hand this run's freed heap back before the next loads (agentbench.memory)
 
 
 def _write_paired(run: Path, reference: str, out_dir: Path) -> None:
