@@ -25,8 +25,11 @@ from fixed_bandits import (
 from agentbench.agent.llm import LLMAgentSettings
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
+from agentbench.records import Episode, Step
 from agentbench.rlft import ExpertIteration, ExpertIterationConfig, select_episodes
+from agentbench.rlft.collection import PlayedEpisode
 from agentbench.rlft.config import EnvSettings
+from agentbench.rlft.expert_iteration import kept_invalid_rate
 from agentbench.rlft.sampling import shaped_rewards
 from agentbench.rlft.sft import SFTConfig
 from agentbench.rollout import agent_rng
@@ -129,6 +132,30 @@ def test_threshold_that_nothing_beats_trains_nothing():
     assert record["kept_return"] is None
     for name, value in generator.model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def test_mostly_invalid_kept_steps_warn_and_are_logged():
+    # a random-init model never names an action: the best of each seed is all invalid
+    trainer = ExpertIteration(_config(), tiny_generator(seed=0))
+    with pytest.warns(UserWarning, match=r"expert iteration 0: 100% of the kept steps are invalid"):
+        (record,) = trainer.train()
+    assert record["kept_invalid_rate"] == 1.0
+    assert record["invalid_rate"] == pytest.approx(1.0)
+
+
+def test_kept_invalid_rate_counts_fallback_steps_not_forced_ones():
+    def played(*kinds: str) -> PlayedEpisode:
+        steps = [
+            Step(
+                t=t, action=0, label="A", reward=0.0, valid=kind == "valid", forced=kind == "forced"
+            )
+            for t, kind in enumerate(kinds, start=1)
+        ]
+        return PlayedEpisode(Episode("llm", EI_ENV, 0, 2, ["A", "B"], steps), 0, [])
+
+    kept = [played("valid", "invalid", "forced"), played("invalid", "valid", "valid")]
+    assert kept_invalid_rate(kept) == pytest.approx(2 / 6)
+    assert kept_invalid_rate([]) is None
 
 
 # ---------------------------------------------------------------- samples

@@ -18,7 +18,9 @@ so the k samples of a seed are comparable. Every iteration
    masked (:func:`agentbench.rlft.sft.train_on_targets`, the loop SFT uses); the
    model is trained in place and the next iteration samples from it.
 5. **log**: one JSON line per iteration (returns, invalid rate, regret of the
-   samples, kept fraction, loss) in ``output_dir/metrics.jsonl``.
+   samples, kept fraction, the kept steps' invalid rate, loss) in
+   ``output_dir/metrics.jsonl``; a warning when most kept steps are invalid answers
+   (a model that cannot answer in the format teaches itself the failure).
 
 Randomness: sampling from the episode seeds and sample indices, each iteration's
 shuffling and dropout from ``sft.seed`` and the iteration; no global RNG.
@@ -26,6 +28,7 @@ shuffling and dropout from ``sft.seed`` and the iteration; no global RNG.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,9 @@ from agentbench.rlft.sampling import (
 from agentbench.settings import setting
 
 SELECTIONS = ("best", "threshold")
+# above this share of invalid answers among the kept steps, fine-tuning mostly teaches
+# the format failure: a warning says so (the model needs a warm start or answer forcing)
+MOSTLY_INVALID = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,14 @@ class ExpertIteration(SelfTrainer):
         kept = [s for s, chosen in zip(sampled, keep, strict=True) if chosen]
         prompts = [step.prompt_ids for s in kept for step in s.steps]
         targets = [step.completion_ids for s in kept for step in s.steps]
+        kept_invalid = kept_invalid_rate(kept)
+        if kept_invalid is not None and kept_invalid > MOSTLY_INVALID:
+            warnings.warn(
+                f"expert iteration {iteration}: {kept_invalid:.0%} of the kept steps are "
+                "invalid answers, so fine-tuning on them mostly teaches the format failure; "
+                "warm-start the model (agentbench sft) or turn on answer forcing",
+                stacklevel=2,
+            )
         losses: list[dict[str, Any]] = []
         if prompts:  # 4. fine-tune (threshold mode may keep nothing)
             losses = self.fine_tune(prompts, targets, iteration)
@@ -155,9 +169,19 @@ class ExpertIteration(SelfTrainer):
             "kept_return": float(np.mean([s.training_return for s in kept])) if kept else None,
             "kept_fraction": len(kept) / len(sampled),
             "kept_steps": len(prompts),
+            "kept_invalid_rate": kept_invalid,
             "loss": losses[-1]["loss"] if losses else None,
             "skipped_steps": sum(r["skipped_steps"] for r in losses),  # non-finite, not taken
         }
+
+
+def kept_invalid_rate(kept: Sequence[SampledEpisode]) -> float | None:
+    """The share of the kept steps whose answer was invalid (the random fallback played;
+    forced answers are not invalid); None when nothing was kept."""
+    steps = [step for s in kept for step in s.episode.steps]
+    if not steps:
+        return None
+    return sum(not step.valid and not step.forced for step in steps) / len(steps)
 
 
 def _mean_best_return(sampled: Sequence[SampledEpisode]) -> float:
