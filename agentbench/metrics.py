@@ -330,11 +330,16 @@ def k_minfrac(episodes: Sequence[Episode], confidence: float = CONFIDENCE) -> Es
     return t_interval([episode_k_minfrac(ep) for ep in episodes], confidence)
 
 
+def is_invalid(step: Step) -> bool:
+    """The step's answer named no legal action and the random fallback played
+    (``valid`` false, not forced). Valid, forced and invalid steps partition every
+    episode."""
+    return not step.valid and not step.forced
+
+
 def episode_invalid_share(episode: Episode) -> float:
-    """Share of the episode's steps whose answer named no legal action and the random
-    fallback played (``valid`` false, not forced). Valid, forced and invalid steps
-    partition every episode."""
-    return _share(episode, lambda step: not step.valid and not step.forced)
+    """Share of the episode's steps that are invalid (:func:`is_invalid`)."""
+    return _share(episode, is_invalid)
 
 
 def episode_forced_share(episode: Episode) -> float:

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training_precision import smollm2_shaped  # noqa: E402
 
-from agentbench.models.packing import plan_micro_batches  # noqa: E402
+from agentbench.models.packing import plan_micro_batches, trie_size  # noqa: E402
 from agentbench.models.tiny import tiny_generator  # noqa: E402
 from agentbench.rlft.precision import compute_precision  # noqa: E402
 
@@ -84,10 +84,7 @@ def child(args: argparse.Namespace, max_tokens: int) -> dict[str, float]:
     for tries in passes:
         members = [r for trie in tries for r in trie]
         labels = [k for k, trie in enumerate(tries) for _ in trie]
-        padded += len(tries) * max(
-            len({tuple(rows[r][: n + 1]) for r in trie for n in range(len(rows[r]))})
-            for trie in tries
-        )
+        padded += len(tries) * max(trie_size([rows[r] for r in trie]) for trie in tries)
         with compute_precision(model, dtype):
             logprobs = generator.packed_logprobs(
                 [prompts[r] for r in members],

@@ -37,6 +37,7 @@ import numpy as np
 
 from agentbench.agent.llm import LLMAgent
 from agentbench.errors import ConfigError
+from agentbench.metrics import is_invalid
 from agentbench.rlft import fsdp
 from agentbench.rlft.config import ANY_FINITE, Interval
 from agentbench.rlft.sampling import (
@@ -176,12 +177,12 @@ class ExpertIteration(SelfTrainer):
 
 
 def kept_invalid_rate(kept: Sequence[SampledEpisode]) -> float | None:
-    """The share of the kept steps whose answer was invalid (the random fallback played;
-    forced answers are not invalid); None when nothing was kept."""
+    """The share of the kept steps whose answer was invalid (:func:`is_invalid`: the
+    random fallback played; forced answers are not invalid); None when nothing was kept."""
     steps = [step for s in kept for step in s.episode.steps]
     if not steps:
         return None
-    return sum(not step.valid and not step.forced for step in steps) / len(steps)
+    return sum(map(is_invalid, steps)) / len(steps)
 
 
 def _mean_best_return(sampled: Sequence[SampledEpisode]) -> float:
