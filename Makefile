@@ -21,8 +21,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/agentbench run $(ARGS)
 
+# Two pytest-xdist workers, one a core (tests/conftest.py); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check agentbench envs baselines tests
