@@ -21,8 +21,9 @@ install: $(STAMP)
 run: install
 	$(BIN)/agentbench run $(ARGS)
 
-# Two pytest-xdist workers, one a core (tests/conftest.py); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
+# TEST_WORKERS=2: two pytest-xdist workers, one a core (tests/conftest.py). Default 0 (one process):
+# an FSDP test aborted once (gloo, "terminate called") with two workers; not yet understood.
+TEST_WORKERS ?= 0
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
