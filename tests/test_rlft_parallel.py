@@ -85,3 +85,8 @@ def test_two_processes_make_the_single_process_update(tmp_path: Path) -> None:
     assert (runs["parallel"] / "checkpoints" / "update_000002" / "rng.json").is_file()
     rng = json.loads((runs["parallel"] / "checkpoints" / "update_000002" / "rng.json").read_text())
     assert len(rng["processes"]) == 2
+    # Each process tore its gloo group down at exit, before interpreter finalization
+    # (left alive, its threads could abort a finished run under load).
+    for rank in (0, 1):
+        at_exit = json.loads((runs["parallel"] / f"exit-rank{rank}.json").read_text())
+        assert at_exit == {"group_alive": False}

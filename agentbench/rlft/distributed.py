@@ -26,6 +26,7 @@ the processes (:mod:`agentbench.rlft.fsdp`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from collections.abc import Sequence
@@ -55,6 +56,9 @@ class DataParallel:
 
         # Without CUDA, accelerate only sets up a CPU (gloo) group when told cpu=True.
         state = PartialState(cpu=not torch.cuda.is_available())
+        # Registered after the group exists (atexit runs last-in first-out): it is torn
+        # down before what was registered earlier. A second registration is a no-op.
+        atexit.register(destroy_process_group)
         return cls(state.process_index, state.num_processes, torch.device(state.device))
 
     @property
@@ -127,3 +131,15 @@ class DataParallel:
     def barrier(self) -> None:
         if self.active:
             torch.distributed.barrier()
+
+
+def destroy_process_group() -> None:
+    """Tear down the launcher's process group while the interpreter is still whole.
+
+    A process that exits with its gloo group alive leaves the group's worker threads
+    to the interpreter's finalization, and under load one of them is still joinable
+    when its destructor runs: the process dies of SIGABRT ("terminate called without
+    an active exception") after the run has finished. Registered with ``atexit`` by
+    :meth:`DataParallel.from_environment`; a no-op when the group is gone already."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
