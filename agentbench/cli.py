@@ -688,7 +688,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         _add_config_options(sft, SFTConfig, SFT_CLI_SKIP)
     sft.add_argument("--lora", action="store_true", help="train LoRA adapters, merged on export")
     sft.add_argument("--lora-r", type=int, help="LoRA rank, alpha = 2 r (default: [model]'s)")
-    sft.add_argument("--dtype", help="weights dtype (default: [model]'s; bfloat16 with --lora)")
+    sft.add_argument("--dtype", help="weights dtype: float32 ([model]'s default), bfloat16, auto")
     sft.add_argument("--seed", type=int, default=0, help="first expert seed; shuffling seed")
     sft.add_argument("--out", required=True, help="directory of the fine-tuned model")
     sft.set_defaults(func=_cmd_sft)

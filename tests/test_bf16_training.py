@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
+from agentbench.models.transformers_backend import resolve_dtype
 from agentbench.rlft.config import PPOConfig
 from agentbench.rlft.precision import bf16_is_fast, compute_precision, resolve_compute_dtype
 from agentbench.rlft.sft import SFTConfig, train_on_targets
@@ -25,6 +28,26 @@ def test_compute_dtype_names_resolve_and_a_bad_one_is_refused():
         PPOConfig(compute_dtype="fp8")
     with pytest.raises(ConfigError, match="compute_dtype"):
         SFTConfig(compute_dtype="fp8")
+
+
+def test_model_dtype_auto_is_bf16_only_where_fast_and_slow_bf16_warns(monkeypatch):
+    """The weights' dtype: None and "auto" take bf16 only where it runs natively (on an
+    AVX2 CPU bf16 matmuls are emulated, 50-80x slower than float32 there); bf16 asked
+    for anyway is honoured with a warning; an unknown name is refused."""
+    from agentbench.models import transformers_backend as backend
+
+    for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(backend, "bf16_is_fast", lambda device, fast=fast: fast)
+        assert resolve_dtype(None, CPU) == resolve_dtype("auto", CPU) == expected
+        assert resolve_dtype("float32", CPU) == torch.float32
+    with pytest.warns(UserWarning, match="bfloat16 on this CPU is emulated"):
+        assert resolve_dtype("bfloat16", CPU) == torch.bfloat16
+    monkeypatch.setattr(backend, "bf16_is_fast", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_dtype("bf16", CPU) == torch.bfloat16
+    with pytest.raises(ConfigError, match="dtype 'half' is not one of auto, bfloat16"):
+        resolve_dtype("half", CPU)
 
 
 def _pairs() -> tuple[list[list[int]], list[list[int]]]:

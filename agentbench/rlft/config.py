@@ -82,7 +82,8 @@ class ModelSettings:
         "float32",
         (
             "weights of a trainer-loaded model: float32 keeps small updates that bf16 weights "
-            "swallow; bfloat16 halves a frozen LoRA base (peft keeps the adapters float32)"
+            "swallow; bfloat16 halves a frozen LoRA base (peft keeps the adapters float32); "
+            "auto: bfloat16 where it runs natively, float32 elsewhere (AVX2 CPUs emulate it)"
         ),
     )
     use_lora: bool = setting(

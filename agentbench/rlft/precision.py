@@ -19,37 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from agentbench.errors import ConfigError
+from agentbench.models.transformers_backend import bf16_is_fast
 from agentbench.rlft.config import COMPUTE_DTYPES
-
-
-@cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively on ``device`` (see the module docstring)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    capability = torch.backends.cpu.get_cpu_capability()
-    native = {"avx512_bf16", "amx_bf16"} & _cpu_flags()
-    return capability.startswith("AVX512") and bool(native)
 
 
 def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
