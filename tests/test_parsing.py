@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import sys
 import time
 import unicodedata
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -417,16 +419,30 @@ _CHEAP_TO_NORMALISE = {"keywords", "full-width answers", "full-width prose", "ke
                        "a long gap", "answer then full-width code"}  # fmt: skip
 
 
-@pytest.mark.parametrize("shape", sorted(_ANSWER_SHAPES))
-def test_any_megabyte_answer_parses_in_50_ms(shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _ANSWER_SHAPES[shape]
-    labels = MOVIES if "labels" in shape else COLOURS
-    parse_action("ACTION=\u00e9", labels)  # builds the Unicode tables once
+def _best_of_3(work: Callable[[], object]) -> float:
     timings = []
     for _ in range(3):  # best of 3: the machine may be busy
         started = time.perf_counter()
-        parsed = parse_action(text, labels)
+        work()
         timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.050, f"{shape}: {min(timings) * 1000:.0f} ms"
+    return min(timings)
+
+
+@pytest.mark.parametrize("shape", sorted(_ANSWER_SHAPES))
+def test_any_megabyte_answer_parses_within_ten_regex_scans(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing is linear in the answer: a megabyte costs at most ten one-pass regex scans
+    of a megabyte, timed on the same machine (a slower CPU moves both; a fixed 50 ms
+    failed on an AVX2 EPYC). Measured there: 1-96 ms a shape, the slowest full-width
+    separators and a long gap (96 and 81 ms), a scan about 70 ms; a step quadratic in
+    the answer would cost thousands of scans at this size."""
+    text = _ANSWER_SHAPES[shape]
+    labels = MOVIES if "labels" in shape else COLOURS
+    parse_action("ACTION=\u00e9", labels)  # builds the Unicode tables once
+    scan = _best_of_3(lambda: re.findall(r"\w", "x" * MEGABYTE))
+    parsed = parse_action(text, labels)
+    seconds = _best_of_3(lambda: parse_action(text, labels))
+    assert seconds < 10 * scan, f"{shape}: {seconds * 1000:.0f} ms, a scan {scan * 1000:.0f} ms"
     if shape in _CHEAP_TO_NORMALISE:
         assert parsed == _parse_normalising_everything(text, labels, monkeypatch)
