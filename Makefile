@@ -21,9 +21,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/agentbench run $(ARGS)
 
-# TEST_WORKERS=2: two pytest-xdist workers, one a core (tests/conftest.py). Default 0 (one process):
-# an FSDP test aborted once (gloo, "terminate called") with two workers; not yet understood.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
