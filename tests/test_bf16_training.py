@@ -9,9 +9,9 @@ import torch
 
 from agentbench.errors import ConfigError
 from agentbench.models.tiny import tiny_generator
-from agentbench.models.transformers_backend import resolve_dtype
+from agentbench.models.transformers_backend import bf16_is_fast, resolve_dtype
 from agentbench.rlft.config import PPOConfig
-from agentbench.rlft.precision import bf16_is_fast, compute_precision, resolve_compute_dtype
+from agentbench.rlft.precision import compute_precision, resolve_compute_dtype
 from agentbench.rlft.sft import SFTConfig, train_on_targets
 
 CPU = torch.device("cpu")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from agentbench.errors import ConfigError
-from agentbench.models.transformers_backend import bf16_is_fast
+from agentbench.models.transformers_backend import default_dtype
 from agentbench.rlft.config import COMPUTE_DTYPES
 
 
@@ -33,7 +33,7 @@ def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in COMPUTE_DTYPES:
         raise ConfigError(f"compute_dtype {name!r} is not one of {', '.join(COMPUTE_DTYPES)}")
     if name == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+        return default_dtype(device)  # bf16 where it runs natively
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
