@@ -118,6 +118,45 @@ def test_sampled_forcing_draws_labels_in_proportion_to_the_tempered_scores() -> 
     assert [s.label for e in again for s in e.steps] == [s.label for e in episodes for s in e.steps]
 
 
+class NoTextGenerator(ScoringGenerator):
+    """A ScoringGenerator that fails the test if asked to write anything."""
+
+    def generate(self, prompts, config, seeds=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("direct_choice must not generate")
+
+
+def test_direct_choice_writes_nothing_and_forces_the_label_right_after_the_prompt() -> None:
+    generator = NoTextGenerator("", LABEL_LOGPROBS)
+    settings = LLMAgentSettings(cot=False, answer_forcing=True, direct_choice=True)
+    (episode,) = play(LLMAgent(generator, settings), BANDIT, [0])
+    expected = _probabilities(list(LABEL_LOGPROBS.values()))[0]
+    assert len(generator.scored) == len(episode.steps)  # one scoring pass a step
+    for step in episode.steps:
+        assert step.forced and not step.valid and step.text == "ACTION=blue"
+        assert step.forced_probability == pytest.approx(expected)
+    chat, texts = generator.scored[0]
+    assert texts == [f"ACTION={label}" for label in LABEL_LOGPROBS]
+    env = make(BANDIT)
+    env.reset(seed=0)
+    assert chat == build_context(text_env(env), [], settings.context)  # the step's own prompt
+    assert summarize([episode])["forced_rate"]["mean"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"answer_forcing": False},
+        {"cot": True},
+        {"self_consistency": 3},
+        {"self_correction": True},
+    ],
+)
+def test_direct_choice_needs_forcing_without_cot_or_several_answers(changes) -> None:
+    settings = {"cot": False, "answer_forcing": True, "direct_choice": True, **changes}
+    with pytest.raises(ConfigError, match="direct_choice"):
+        LLMAgentSettings(**settings)
+
+
 def test_an_occupied_cell_is_forced_to_a_legal_move_and_recorded_as_the_proposal() -> None:
     generator = ScoringGenerator("Centre is best. ACTION=4", {str(cell): -1.0 for cell in range(9)})
     agent = LLMAgent(generator, LLMAgentSettings(answer_forcing=True))
@@ -206,6 +245,26 @@ def test_a_forced_steps_tokens_mark_the_action_prefix_as_template() -> None:
                     if not keep]  # fmt: skip
         assert decode(template) == "\nACTION="
         assert decode(trained) == generated.rstrip() + step.label
+
+
+def test_direct_choice_trains_the_label_alone() -> None:
+    """With direct_choice a step's completion is ``ACTION=`` (template) and the label
+    (the policy's): only the label's tokens carry the PPO loss."""
+    generator = tiny_generator(seed=0)
+    settings = LLMAgentSettings(cot=False, answer_forcing=True, direct_choice=True,
+                                temperature=1.0)  # fmt: skip
+    agent = LLMAgent(generator, settings)
+    (played,) = played_with_tokens(agent, BANDIT, [0], num_envs=1, env_kwargs={"horizon": 20})
+    decode = generator.tokenizer.decode
+    labels = []
+    for step, tokens in zip(played.episode.steps, played.steps, strict=True):
+        assert step.forced and step.text == "ACTION=" + step.label
+        trained = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True) if keep]
+        template = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True)
+                    if not keep]  # fmt: skip
+        assert decode(template) == "ACTION=" and decode(trained) == step.label
+        labels.append(step.label)
+    assert len(set(labels)) > 1  # sampled at temperature 1, not one fixed label
 
 
 def _gradients_of_first_step(trainer: PPOTrainer) -> tuple[Any, dict[str, torch.Tensor]]:

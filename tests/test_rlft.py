@@ -417,6 +417,28 @@ def test_ppo_learns_valid_answers_and_the_better_arm(weak_start, tmp_path: Path)
     assert wanted <= set(records[-1])
 
 
+@pytest.mark.learning
+def test_ppo_with_direct_choice_learns_the_better_arm_from_a_random_model(tmp_path: Path):
+    """direct_choice: no text, the label forced right after the prompt, so the policy is
+    the model's distribution over the two labels and PPO trains the label token alone.
+    From a random-init model (no weak start: there is no format to learn), the better
+    arm is learned from the rewards within a few updates."""
+    agent = LLMAgentSettings(cot=False, answer_forcing=True, direct_choice=True)
+    trainer = PPOTrainer(
+        _learning_config(tmp_path, agent=agent, total_updates=6), _bandit_generator()
+    )
+    start = _scores(trainer)
+    records = trainer.train()
+    end = _scores(trainer)
+    report_figures(**{f"start_{k}": v for k, v in start.items()},
+                   **{f"end_{k}": v for k, v in end.items()})  # fmt: skip
+    assert start["sampled_regret"] > 0.7 * RANDOM_REGRET  # the labels start near chance
+    assert end["sampled_regret"] < 0.4 * RANDOM_REGRET
+    assert end["greedy_regret"] < 0.2 * RANDOM_REGRET
+    assert all(r["forced_rate"] == 1.0 for r in records)  # every step was a direct choice
+    assert records[-1]["final_regret"] < records[0]["final_regret"]
+
+
 @pytest.mark.slow
 @pytest.mark.learning
 def test_control_without_advantages_does_not_learn(weak_start, tmp_path: Path):

@@ -46,6 +46,7 @@ EPSILON_RATIONALE = "I explore this step with an action chosen at random. {actio
 # extras["mechanism"] of the decisions answered from a template, without the model
 GUIDE_FAMILIES = {"ucb": BANDIT_FAMILY, "linucb": CONTEXTUAL_FAMILY}  # what each guide fits
 TRY_ALL, EPSILON = "try-all", "epsilon"
+DIRECT_CHOICE = "direct choice"  # why a direct_choice step was forced (no text was written)
 TEMPLATE_MECHANISMS = (TRY_ALL, EPSILON)
 SELF_CORRECTION_PROMPT = (
     "Check your reasoning and your answer above. If you find a mistake, correct it. "
@@ -107,6 +108,15 @@ class LLMAgentSettings:
             "sampled at the agent's temperature otherwise); the step is recorded as forced"
         ),
     )
+    direct_choice: bool = setting(
+        False,
+        (
+            "with answer_forcing and cot=False: write no text; every step appends ACTION= "
+            "to the prompt and forces the label (a choice among the legal labels by the "
+            "model's log-probabilities: one scoring pass a step, no generation; PPO then "
+            "trains the label alone)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -127,6 +137,16 @@ class LLMAgentSettings:
             raise ConfigError(
                 "demonstrations show the env's own labels; they cannot be combined with "
                 "randomise_labels, which shows others every step"
+            )
+        if self.direct_choice and (self.cot or not self.answer_forcing):
+            raise ConfigError(
+                "direct_choice chooses the label by answer forcing right after the prompt: "
+                "it needs answer_forcing = true and cot = false"
+            )
+        if self.direct_choice and (self.self_consistency > 1 or self.self_correction):
+            raise ConfigError(
+                "direct_choice writes no answer, so there is nothing to vote on "
+                "(self_consistency) or to revise (self_correction)"
             )
         _ = self.context  # ContextSettings checks return_token, guide and layout
 
@@ -240,6 +260,12 @@ class LLMAgent:
         k = settings.self_consistency
         temperature = settings.consistency_temperature if k > 1 else settings.temperature
         config = GenerationConfig(settings.max_new_tokens, temperature, settings.top_p)
+        if settings.direct_choice:
+            # No text: every answer is empty, so answer forcing chooses right after the prompt.
+            empty = [self._read(item, turns[item.index], Generation("")) for item in pending]
+            for decision in empty:
+                decision.extras["parse"] = DIRECT_CHOICE
+            return self._force_answers(pending, turns, empty)
         chats = [item.chat for item in pending for _ in range(k)]
         seeds = [int(turns[item.index].rng.integers(2**31)) for item in pending for _ in range(k)]
         generations = self.generator.generate(chats, config, seeds)

@@ -77,20 +77,21 @@ def generated_tokens(
     hook's arguments); an error for a step the model did not write itself (a
     template answer of try-all or epsilon-greedy), since RL fine-tuning trains only
     on the model's own answers. A forced answer (see :func:`forced_tokens`) needs the
-    ``generator`` that scored it."""
+    ``generator`` that scored it; its text may be empty (``direct_choice``): the label
+    is still the policy's."""
     generation = decision.extras.get("generation")
-    if generation is None or not generation.token_ids:
-        raise RuntimeError(
-            f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
-            "RL fine-tuning trains only on the model's own answers"
-        )
-    if decision.extras.get("forced"):
+    if generation is not None and decision.extras.get("forced"):
         if generator is None:
             raise RuntimeError(
                 f"step {step.t} of episode seed {episode.seed} is a forced answer; its "
                 "tokens need the generator that scored it"
             )
         return forced_tokens(generator, decision)
+    if generation is None or not generation.token_ids:
+        raise RuntimeError(
+            f"step {step.t} of episode seed {episode.seed} has no generated tokens; "
+            "RL fine-tuning trains only on the model's own answers"
+        )
     return PolicyTokens(list(generation.prompt_token_ids), list(generation.token_ids))
 
 
