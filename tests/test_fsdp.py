@@ -114,10 +114,16 @@ def _single_and_sharded(tmp_path: Path, template: str, extra: list[str]) -> dict
 
 def _check_sharding_and_resume(runs: dict[str, Path]) -> None:
     single, sharded = _params(runs["single"]), _params(runs["fsdp"])
-    # The same weights as one process, up to float summation order...
+    # The same weights as one process, up to float summation order. AdamW normalises each
+    # gradient element by its own scale, so an element whose gradient is near zero steps
+    # by about the lr either way, and summation order can flip its sign: measured on an
+    # AVX-512 CPU (expert iteration), one of layer 0's 4,096 q_proj weights ended 1.6e-3
+    # apart after its second step went the other way, every other element within 1e-7.
+    # So a sum may differ by up to two such steps (2 x lr = 2e-3 in every config here);
+    # a sharding error (a gradient not reduced, a shard missed) moves many elements.
     assert sharded["sums"].keys() == single["sums"].keys()
     for name, value in single["sums"].items():
-        assert sharded["sums"][name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
+        assert sharded["sums"][name] == pytest.approx(value, rel=1e-4, abs=2e-3), name
     # ...each process holding half of them...
     whole = json.loads((runs["single"] / "shard-rank0.json").read_text())["numel"]
     for rank in (0, 1):
