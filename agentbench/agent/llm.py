@@ -257,15 +257,15 @@ class LLMAgent:
 
     def _ask_model(self, pending: list[_Pending], turns: Sequence[Turn]) -> list[Decision]:
         settings = self.settings
-        k = settings.self_consistency
-        temperature = settings.consistency_temperature if k > 1 else settings.temperature
-        config = GenerationConfig(settings.max_new_tokens, temperature, settings.top_p)
         if settings.direct_choice:
             # No text: every answer is empty, so answer forcing chooses right after the prompt.
             empty = [self._read(item, turns[item.index], Generation("")) for item in pending]
             for decision in empty:
                 decision.extras["parse"] = DIRECT_CHOICE
             return self._force_answers(pending, turns, empty)
+        k = settings.self_consistency
+        temperature = settings.consistency_temperature if k > 1 else settings.temperature
+        config = GenerationConfig(settings.max_new_tokens, temperature, settings.top_p)
         chats = [item.chat for item in pending for _ in range(k)]
         seeds = [int(turns[item.index].rng.integers(2**31)) for item in pending for _ in range(k)]
         generations = self.generator.generate(chats, config, seeds)
