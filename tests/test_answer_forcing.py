@@ -225,6 +225,12 @@ def test_a_backend_that_cannot_score_is_a_clear_error() -> None:
 # ---------------------------------------------------------------- training on forced answers
 
 
+def _trained_and_template(tokens: Any) -> tuple[list[int], list[int]]:
+    """A step's completion tokens split into the policy's and answer forcing's template."""
+    pairs = list(zip(tokens.completion_ids, tokens.trained, strict=True))
+    return [i for i, keep in pairs if keep], [i for i, keep in pairs if not keep]
+
+
 def test_a_forced_steps_tokens_mark_the_action_prefix_as_template() -> None:
     """PPO trains a forced answer as scored: the model's text, then ``ACTION=`` and the
     chosen label; the prefix between them is template, the rest the policy's."""
@@ -240,9 +246,7 @@ def test_a_forced_steps_tokens_mark_the_action_prefix_as_template() -> None:
         assert tokens.prompt_ids == generator.encode_chat(chat)
         assert tokens.completion_ids == generator.continuation_ids(chat, step.text)
         assert step.text == forced_text(generated, step.label)
-        trained = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True) if keep]
-        template = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True)
-                    if not keep]  # fmt: skip
+        trained, template = _trained_and_template(tokens)
         assert decode(template) == "\nACTION="
         assert decode(trained) == generated.rstrip() + step.label
 
@@ -259,9 +263,7 @@ def test_direct_choice_trains_the_label_alone() -> None:
     labels = []
     for step, tokens in zip(played.episode.steps, played.steps, strict=True):
         assert step.forced and step.text == "ACTION=" + step.label
-        trained = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True) if keep]
-        template = [i for i, keep in zip(tokens.completion_ids, tokens.trained, strict=True)
-                    if not keep]  # fmt: skip
+        trained, template = _trained_and_template(tokens)
         assert decode(template) == "ACTION=" and decode(trained) == step.label
         labels.append(step.label)
     assert len(set(labels)) > 1  # sampled at temperature 1, not one fixed label
